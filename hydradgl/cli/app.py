@@ -1,0 +1,19 @@
+"""The root click group; it only gathers the commands defined in the sibling modules."""
+
+from __future__ import annotations
+
+import click
+
+from hydradgl import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="hydradgl")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings, errors and final results.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """Multi-task graph neural networks for atomistic data, built on DGL."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    ctx.obj["quiet"] = quiet

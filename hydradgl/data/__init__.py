@@ -1,0 +1,1 @@
+"""Atomistic data: records, graph construction, normalization, splits, cache and batching."""

@@ -1,0 +1,57 @@
+"""The batch every model and the trainer consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from hydradgl.dglcompat import dgl
+
+
+@dataclass
+class Batch:
+    """A mini-batch of graphs.
+
+    ``graph`` is a batched DGLGraph (``graph.batch_num_nodes()`` is set) holding both directions of
+    every neighbour pair, without self loops. Per-node and per-edge arrays are kept beside it (not in
+    ``graph.ndata``) so that models read them explicitly:
+
+    * ``species``: (N,) long, index of each atom's element in the dataset's species list;
+    * ``node_inputs``: (N, F) float, extra per-atom inputs (F may be 0);
+    * ``edge_dist``: (E,) float distances, ``edge_vec``: (E, 3) displacement ``pos[dst] - pos[src]``
+      (including the periodic image shift);
+    * ``graph_targets[name]``: (B, d) and ``node_targets[name]``: (N, d), normalized targets;
+    * ``graph_ids``: (B,) long, index of each graph in its dataset (for predictions and plots).
+    """
+
+    graph: dgl.DGLGraph
+    species: torch.Tensor
+    node_inputs: torch.Tensor
+    edge_dist: torch.Tensor
+    edge_vec: torch.Tensor
+    graph_targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    node_targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    graph_ids: torch.Tensor | None = None
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.graph.batch_size)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """Move the graph and every tensor together."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=non_blocking)
+
+        return replace(
+            self,
+            graph=self.graph.to(device),
+            species=move(self.species),
+            node_inputs=move(self.node_inputs),
+            edge_dist=move(self.edge_dist),
+            edge_vec=move(self.edge_vec),
+            graph_targets={k: move(v) for k, v in self.graph_targets.items()},
+            node_targets={k: move(v) for k, v in self.node_targets.items()},
+            graph_ids=move(self.graph_ids),
+        )

@@ -1,0 +1,1 @@
+"""The multi-task model: trunk of conv layers, heads, loss, summary."""

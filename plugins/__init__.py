@@ -1,0 +1,1 @@
+"""Built-in hydradgl plugins, registered through the `hydradgl` entry-point group like any other."""

@@ -1,0 +1,1 @@
+"""Built-in conv layer plugins, one file each: PNA, GraphSAGE, CGCNN."""

@@ -1,0 +1,1 @@
+"""Built-in dataset plugins: LSMS reader, extxyz/ASE reader, generated FePt data."""

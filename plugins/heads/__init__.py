@@ -1,0 +1,1 @@
+"""Built-in head plugins: graph-level (readout + FC) and node-level (per-atom FC)."""
