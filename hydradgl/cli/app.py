@@ -17,3 +17,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     ctx.obj["quiet"] = quiet
+
+
+# Command modules attach their commands to `main` when imported.
+from hydradgl.cli import config_cmd, data_cmd, model_cmd, plugins_cmd, train_cmd  # noqa: E402,F401

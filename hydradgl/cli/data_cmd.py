@@ -1,0 +1,5 @@
+"""CLI: data prepare / data info."""
+
+from __future__ import annotations
+
+from hydradgl.cli.app import main  # noqa: F401  (commands attach to it)

@@ -1,0 +1,5 @@
+"""CLI: list-plugins."""
+
+from __future__ import annotations
+
+from hydradgl.cli.app import main  # noqa: F401  (commands attach to it)
