@@ -52,7 +52,14 @@ class DatasetContext:
 
 @dataclass(frozen=True)
 class DatasetSpec(PluginSpec):
-    """``factory(options, context: DatasetContext) -> hydradgl.data.records.RawDataset``."""
+    """``factory(options, context: DatasetContext) -> hydradgl.data.records.RawDataset``.
+
+    ``fingerprint(options, context) -> str``, when given, identifies the raw inputs cheaply (file names,
+    sizes and modification times; generator parameters) so the processed cache can be used without
+    reading them; without it the cache is keyed by ``RawDataset.fingerprint`` after loading.
+    """
+
+    fingerprint: Callable[..., str] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,50 @@
+"""Per-target min-max normalization to [0, 1] (as in the paper), fitted on the training split only."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from hydradgl.data.graphset import GraphSet
+from hydradgl.data.records import DatasetInfo
+
+
+def fit_min_max(train: GraphSet) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per-component minimum and maximum of every target over the training graphs."""
+    arrays = {**train.graph_targets, **train.node_targets}
+    lo = {k: v.min(axis=0).astype(float).tolist() for k, v in arrays.items()}
+    hi = {k: v.max(axis=0).astype(float).tolist() for k, v in arrays.items()}
+    return lo, hi
+
+
+class Normalizer:
+    """Maps targets to [0, 1] and back; a constant target maps to 0 (its span counts as 1)."""
+
+    def __init__(self, lo: dict[str, list[float]], hi: dict[str, list[float]]):
+        self.lo = {k: np.asarray(v, dtype=np.float64) for k, v in lo.items()}
+        span = {k: np.asarray(hi[k], dtype=np.float64) - self.lo[k] for k in lo}
+        self.span = {k: np.where(s > 0, s, 1.0) for k, s in span.items()}
+
+    @classmethod
+    def from_info(cls, info: DatasetInfo) -> "Normalizer":
+        return cls(info.target_min, info.target_max)
+
+    def _stats(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(self.lo[name], dtype=like.dtype, device=like.device),
+                torch.as_tensor(self.span[name], dtype=like.dtype, device=like.device))
+
+    def normalize(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        lo, span = self._stats(name, values)
+        return (values - lo) / span
+
+    def denormalize(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        lo, span = self._stats(name, values)
+        return values * span + lo
+
+    def normalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
+        return ((values - self.lo[name]) / self.span[name]).astype(np.float32)
+
+    def apply(self, graphs: GraphSet) -> GraphSet:
+        """A copy of ``graphs`` with normalized targets."""
+        return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},
+                                   {k: self.normalize_array(k, v) for k, v in graphs.node_targets.items()})

@@ -1,0 +1,232 @@
+"""LSMS reader plugin: the text format HydraGNN reads for LSMS-3 DFT output, one file per configuration.
+
+Format (whitespace separated, ``#`` starts a comment line):
+
+* line 1: graph-level values; column 0 is the total energy (Ry);
+* every further line is one atom: ``Z index x y z charge moment [more columns]`` with Z the proton
+  number, ``index`` running 0..n-1, x y z Cartesian positions in Angstrom, ``charge`` the atom's
+  electron count and ``moment`` its magnetic moment (mu_B).
+
+Targets: ``C`` = charge - Z (charge transfer, node), ``M`` = moment (node), ``H`` = mixing enthalpy
+E_total - sum_t N_t e_t (graph), with reference energies e_t per element from the pure-element
+configurations in the data set, or given in the options. More columns can be named as targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydradgl import hookimpl
+from hydradgl.data.records import RawDataset, Structure, TargetInfo
+from hydradgl.errors import DataError
+from hydradgl.plugins import DatasetContext, DatasetSpec
+
+ATOM_FIXED_COLUMNS = 7  # Z index x y z charge moment
+
+
+class ColumnTarget(BaseModel):
+    """A target read from one column: graph level = a column of line 1, node level = a column of atom lines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: int = Field(ge=0)
+    level: Literal["graph", "node"]
+    unit: str = ""
+    description: str = ""
+
+
+class LSMSOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="An LSMS file or a folder of them.")
+    pattern: str = Field("*", description="Glob of files inside a folder.")
+    num_atoms: int | None = Field(None, ge=1, description="Expected atoms per file (checked when set).")
+    reference_energies: dict[int, float] | None = Field(
+        None, description="Per-element reference energies (Ry) by proton number; default: pure-element files.")
+    extra_targets: dict[str, ColumnTarget] = Field(default_factory=dict, description="More targets by column.")
+    cell: list[list[float]] | None = Field(None, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
+    pbc: tuple[bool, bool, bool] = Field((True, True, True), description="Periodic axes when a cell is given.")
+
+
+BUILTIN_TARGETS = {
+    "H": TargetInfo(level="graph", unit="Ry", description="mixing enthalpy E_total - sum_t N_t e_t"),
+    "C": TargetInfo(level="node", unit="e", description="charge transfer: electron count - Z"),
+    "M": TargetInfo(level="node", unit="mu_B", description="magnetic moment"),
+}
+
+
+def _floats(tokens: list[str], path: Path, line_no: int) -> list[float]:
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not _is_float(t))
+        raise DataError(f"{path}:{line_no}: expected a number, got {bad!r}") from None
+    for v, t in zip(values, tokens):
+        if not math.isfinite(v):
+            raise DataError(f"{path}:{line_no}: value {t!r} is not finite (NaN or inf)")
+    return values
+
+
+def _is_float(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Parse one file into (graph values (G,), atom table (n, C)); DataError names file and line."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    rows: list[tuple[int, list[str]]] = [
+        (i, line.split()) for i, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not rows:
+        raise DataError(f"{path}: empty file (expected a line of graph values, then one line per atom)")
+    graph_line, graph_tokens = rows[0]
+    graph = np.array(_floats(graph_tokens, path, graph_line))
+    atoms = rows[1:]
+    if not atoms:
+        raise DataError(f"{path}: no atom lines after the graph values on line {graph_line}")
+    width = len(atoms[0][1])
+    if width < ATOM_FIXED_COLUMNS:
+        raise DataError(f"{path}:{atoms[0][0]}: expected at least {ATOM_FIXED_COLUMNS} columns "
+                        f"(Z index x y z charge moment), got {width}")
+    table = np.empty((len(atoms), width))
+    for row, (line_no, tokens) in enumerate(atoms):
+        if len(tokens) != width:
+            raise DataError(f"{path}:{line_no}: expected {width} columns like the first atom line, got {len(tokens)}")
+        table[row] = _floats(tokens, path, line_no)
+    if num_atoms is not None and len(atoms) != num_atoms:
+        raise DataError(f"{path}: expected {num_atoms} atoms, found {len(atoms)} atom lines")
+    z = table[:, 0]
+    bad_z = np.flatnonzero((z != np.round(z)) | (z < 1) | (z > 118))
+    if bad_z.size:
+        raise DataError(f"{path}:{atoms[bad_z[0]][0]}: unknown element, proton number {z[bad_z[0]]:g} "
+                        "(expected an integer 1..118)")
+    index = table[:, 1]
+    if not np.array_equal(index, np.arange(len(atoms))):
+        first = int(np.flatnonzero(index != np.arange(len(atoms)))[0])
+        raise DataError(f"{path}:{atoms[first][0]}: atom index {index[first]:g}, expected {first} "
+                        "(indices must run 0..n-1)")
+    _check_distinct_positions(table[:, 2:5], path, [r[0] for r in atoms])
+    return graph, table
+
+
+def _check_distinct_positions(pos: np.ndarray, path: Path, line_numbers: list[int]) -> None:
+    rounded = np.round(pos, 6)
+    _, first, counts = np.unique(rounded, axis=0, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = rounded[first[np.argmax(counts > 1)]]
+        same = np.flatnonzero((rounded == dup).all(axis=1))
+        raise DataError(f"{path}: atoms on lines {line_numbers[same[0]]} and {line_numbers[same[1]]} "
+                        f"sit at the same position {tuple(float(x) for x in dup)}")
+
+
+def write_lsms(path: Path, total_energy: float, numbers: np.ndarray, positions: np.ndarray,
+               charges: np.ndarray, moments: np.ndarray) -> None:
+    """Write one configuration in the LSMS text format (full precision for the energy)."""
+    lines = [f"{total_energy:.10f}"]
+    for i, (z, (x, y, zz), q, m) in enumerate(zip(numbers, positions, charges, moments)):
+        lines.append(f"{int(z)} {i} {x:.6f} {y:.6f} {zz:.6f} {q:.8f} {m:.8f}")
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _files(options: LSMSOptions) -> list[Path]:
+    root = Path(options.path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DataError(f"{root}: no such file or folder (dataset.options.path)")
+    files = sorted(p for p in root.glob(options.pattern) if p.is_file())
+    if not files:
+        raise DataError(f"{root}: no files match {options.pattern!r}")
+    return files
+
+
+def reference_energies(structures: Iterable[tuple[np.ndarray, float]]) -> dict[int, float]:
+    """Per-atom energy of each element from its pure-element configurations (mean over them)."""
+    sums: dict[int, list[float]] = {}
+    for numbers, energy in structures:
+        elements = np.unique(numbers)
+        if elements.size == 1:
+            sums.setdefault(int(elements[0]), []).append(energy / len(numbers))
+    return {z: float(np.mean(v)) for z, v in sums.items()}
+
+
+def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
+    """Read every file, derive H, C, M (and extra targets), and fingerprint the raw bytes."""
+    parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
+    skipped: list[str] = []
+    digest = hashlib.sha256(options.model_dump_json().encode())
+    for path in _files(options):
+        try:
+            graph, table = read_lsms(path, options.num_atoms)
+        except DataError as exc:
+            if not context.skip_bad_files:
+                raise
+            skipped.append(str(exc))
+            continue
+        digest.update(graph.tobytes())
+        digest.update(table.tobytes())
+        parsed.append((path, graph, table))
+    if not parsed:
+        raise DataError(f"{options.path}: no readable LSMS files ({len(skipped)} skipped)")
+    log = [f"skipped {len(skipped)} bad file(s)"] if skipped else []
+    numbers_of = [t[:, 0].astype(np.int64) for _, _, t in parsed]
+    if options.reference_energies is not None:
+        refs = {int(k): float(v) for k, v in options.reference_energies.items()}
+        log.append(f"mixing enthalpy: reference energies from the config: {refs}")
+    else:
+        refs = reference_energies((n, g[0]) for n, (_, g, _) in zip(numbers_of, parsed))
+        log.append(f"mixing enthalpy: reference energies (Ry/atom) from pure-element files: {refs}")
+    missing = sorted({int(z) for n in numbers_of for z in np.unique(n)} - set(refs))
+    if missing:
+        raise DataError(f"{options.path}: no reference energy for element(s) {missing}: add pure-element "
+                        "files or set dataset.options.reference_energies")
+    cell = np.array(options.cell, dtype=float) if options.cell is not None else None
+    structures = []
+    for (path, graph, table), numbers in zip(parsed, numbers_of):
+        ref = sum(refs[int(z)] for z in numbers)
+        targets = {"H": np.array([graph[0] - ref]), "C": (table[:, 5] - table[:, 0])[:, None],
+                   "M": table[:, 6][:, None]}
+        for name, spec in options.extra_targets.items():
+            source = graph if spec.level == "graph" else table.T
+            if spec.column >= len(source):
+                raise DataError(f"{path}: dataset.options.extra_targets.{name}.column = {spec.column} "
+                                f"but the file has {len(source)} {spec.level}-level columns")
+            targets[name] = np.array([source[spec.column]]) if spec.level == "graph" else source[spec.column][:, None]
+        structures.append(Structure(numbers=numbers, positions=table[:, 2:5].copy(), cell=cell,
+                                    pbc=options.pbc if cell is not None else (False, False, False),
+                                    targets=targets, source=str(path)))
+    infos = dict(BUILTIN_TARGETS)
+    infos.update({n: TargetInfo(level=s.level, unit=s.unit, description=s.description)
+                  for n, s in options.extra_targets.items()})
+    return RawDataset(structures=structures, targets=infos, fingerprint=digest.hexdigest(), log=log,
+                      skipped=skipped)
+
+
+def fingerprint_lsms(options: LSMSOptions, context: DatasetContext) -> str:
+    """Options plus every file's name, size and modification time: cheap, and changes when a file does."""
+    digest = hashlib.sha256(options.model_dump_json().encode())
+    for path in _files(options):
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    digest.update(f"skip={context.skip_bad_files}".encode())
+    return digest.hexdigest()
+
+
+@hookimpl
+def register_datasets(register):
+    register(DatasetSpec(name="lsms", description="LSMS-3 text files (HydraGNN's format): H, C, M targets",
+                         options=LSMSOptions, factory=load_lsms, fingerprint=fingerprint_lsms))
