@@ -80,7 +80,8 @@ class ConvSpec(PluginSpec):
     """``factory(in_dim, out_dim, options, context: ConvContext) -> torch.nn.Module``.
 
     The module's ``forward(graph, h, edge_attr)`` maps node features (N, in_dim) to (N, out_dim);
-    ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job.
+    ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job. A module
+    that ignores edge features may set ``uses_edge_features = False`` so the trunk skips computing them.
     """
 
 

@@ -1,0 +1,42 @@
+"""Graph-level head: readout over each graph's atoms, then fully connected layers (paper: 50, 25)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from hydradgl import hookimpl
+from hydradgl.dglcompat import dgl
+from hydradgl.model.layers import mlp
+from hydradgl.plugins import HeadContext, HeadSpec
+
+
+class GraphHeadOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    readout: Literal["sum", "mean", "max"] = Field("mean", description="Pooling over a graph's atoms.")
+
+
+class GraphHead(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions, act: str):
+        super().__init__()
+        self.readout = options.readout
+        self.mlp = mlp(in_dim, layers, out_dim, act)
+
+    def forward(self, graph, h: torch.Tensor) -> torch.Tensor:
+        pooled = dgl.ops.segment_reduce(graph.batch_num_nodes(), h, self.readout)
+        return self.mlp(pooled)
+
+
+def make_graph_head(in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions,
+                    context: HeadContext) -> GraphHead:
+    return GraphHead(in_dim, out_dim, layers, options, context.activation)
+
+
+@hookimpl
+def register_heads(register):
+    register(HeadSpec(name="graph-head", description="Readout (sum/mean/max) then FC layers, one value set per graph",
+                      options=GraphHeadOptions, factory=make_graph_head, level="graph"))
