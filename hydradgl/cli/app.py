@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from hydradgl import __version__
+from hydradgl.cli.common import CleanErrorsGroup
 
 
-@click.group()
+@click.group(cls=CleanErrorsGroup)
 @click.version_option(__version__, prog_name="hydradgl")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.option("--quiet", "-q", is_flag=True, help="Only warnings, errors and final results.")

@@ -44,9 +44,9 @@ class BatchLoader:
     """
 
     def __init__(self, graphs: GraphSet, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world_size: int = 1):
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = True):
         self.graphs, self.batch_size, self.shuffle, self.seed = graphs, batch_size, shuffle, seed
-        self.drop_last, self.rank, self.world_size = drop_last, rank, world_size
+        self.drop_last, self.rank, self.world_size, self.pad = drop_last, rank, world_size, pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -58,8 +58,10 @@ class BatchLoader:
         order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
                  else np.arange(n))
         if self.world_size > 1:
-            padded = -(-n // self.world_size) * self.world_size
-            order = np.concatenate([order, order[: padded - n]])[self.rank::self.world_size]
+            if self.pad:  # training: equal batch counts on every rank (DDP needs them)
+                padded = -(-n // self.world_size) * self.world_size
+                order = np.concatenate([order, order[: padded - n]])
+            order = order[self.rank::self.world_size]
         return order
 
     def __len__(self) -> int:

@@ -180,3 +180,38 @@ def prepare_data(cfg: RunConfig, registry: Registry | None = None,
     norm = Normalizer.from_info(info)
     notes = [*data.log, f"split ({cfg.split.method}): {len(train)} train, {len(val)} val, {len(test)} test"]
     return PreparedData(info, norm.apply(train), norm.apply(val), norm.apply(test), notes)
+
+
+def read_for_prediction(path: Path) -> list[Structure]:
+    """Structures (no targets) from an LSMS file, an extxyz file, or a folder of either."""
+    from hydradgl_plugins.datasets.extxyz import read_frames, to_structure
+    from hydradgl_plugins.datasets.lsms import read_lsms
+
+    path = Path(path)
+    if path.is_dir():
+        return [s for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
+                for s in read_for_prediction(p)]
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder")
+    if path.suffix in (".xyz", ".extxyz"):
+        return [to_structure(a, f"{path}#{i}") for i, a in enumerate(read_frames(path))]
+    _, table = read_lsms(path)
+    return [Structure(numbers=table[:, 0].astype(np.int64), positions=table[:, 2:5].copy(), source=str(path))]
+
+
+def graphs_for_prediction(paths: list[Path], info: DatasetInfo, cfg: RunConfig,
+                          registry: Registry | None = None) -> GraphSet:
+    """Graphs of new structures, built exactly like the training graphs, species checked against the model."""
+    structures = [s for p in paths for s in read_for_prediction(p)]
+    if not structures:
+        raise DataError(f"no structures found in {', '.join(map(str, paths))}")
+    if info.node_inputs:
+        raise DataError("this model needs extra per-atom inputs "
+                        f"({', '.join(info.node_inputs)}); predict reads only positions and elements")
+    if cfg.graph.periodic:
+        for s in structures:
+            if s.cell is None:
+                raise DataError(f"{s.source}: the model uses periodic images but this structure has no cell; "
+                                "give it as extxyz with a Lattice")
+    graphs = pack(structures, {}, {}, cfg)
+    return assign_species(graphs, info.species)

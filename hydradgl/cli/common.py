@@ -1,0 +1,97 @@
+"""What every command shares: the console, clean user errors, and the run-config flags."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from hydradgl.config import RunConfig
+from hydradgl.configio import format_validation_error, load_config
+from hydradgl.errors import ConfigError, HydraError
+
+console = Console(stderr=True, soft_wrap=True)  # logs and progress; results go to stdout
+out = Console()
+
+
+class CleanErrorsGroup(click.Group):
+    """Runs subcommands so that a user's mistake (HydraError) prints one clear message, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HydraError as exc:
+            if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
+                raise
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            ctx.exit(1)
+        except ValidationError as exc:  # a pydantic model validated outside configio
+            if (ctx.obj or {}).get("debug"):
+                raise
+            console.print(f"[bold red]error:[/] {format_validation_error(exc, RunConfig)}", highlight=False)
+            ctx.exit(1)
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    overrides = {}
+    for item in values:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=0.0005")
+        key, raw = item.split("=", 1)
+        overrides[key.strip()] = yaml.safe_load(raw)
+    return overrides
+
+
+RUN_OPTIONS: list[Callable] = [
+    click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                 help="YAML or JSON run configuration; flags below override it."),
+    click.option("--dataset", help="Dataset plugin name."),
+    click.option("--conv", help="Conv layer plugin name (e.g. pna, sage, cgcnn)."),
+    click.option("--heads", help="Comma-separated head names, e.g. H,C,M."),
+    click.option("--epochs", type=int, help="Maximum number of epochs."),
+    click.option("--batch-size", type=int, help="Graphs per batch (per process)."),
+    click.option("--lr", type=float, help="Learning rate."),
+    click.option("--seed", type=int, help="Training seed."),
+    click.option("--device", help="auto, cpu, cuda or cuda:N."),
+    click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), help="Run directory."),
+    click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+                 help="Override any config key, e.g. --set model.hidden=32 (repeatable)."),
+]
+
+FLAG_KEYS = {"dataset": "dataset.name", "conv": "model.conv", "epochs": "training.epochs",
+             "batch_size": "training.batch_size", "lr": "training.lr", "seed": "training.seed",
+             "device": "training.device", "output": "output_dir"}
+
+
+def run_config_options(command: Callable) -> Callable:
+    """Add the run-config flags; the command receives ``run_options`` (a dict) to pass to config_from_options."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        names = ["config_path", "set_values", "heads", *FLAG_KEYS]
+        kwargs["run_options"] = {k: kwargs.pop(k) for k in names}
+        return command(*args, **kwargs)
+
+    for option in reversed(RUN_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def overrides_from_options(run_options: dict[str, Any]) -> dict[str, Any]:
+    """Dotted-key overrides from the flags that were given (the config file is not included)."""
+    overrides = {key: run_options[flag] for flag, key in FLAG_KEYS.items() if run_options.get(flag) is not None}
+    if run_options.get("heads"):
+        names = [n.strip() for n in run_options["heads"].split(",") if n.strip()]
+        if not names:
+            raise ConfigError("--heads: expected comma-separated head names, e.g. H,C,M")
+        overrides["heads"] = names
+    overrides.update(_parse_set(run_options.get("set_values") or ()))
+    return overrides
+
+
+def config_from_options(run_options: dict[str, Any]) -> RunConfig:
+    return load_config(run_options.get("config_path"), overrides_from_options(run_options))

@@ -1,0 +1,60 @@
+"""Checkpoints: written atomically (temp file, fsync, rename), so a crash never leaves a truncated one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hydradgl.errors import PluginError, TrainingError
+from hydradgl.plugins import Registry
+
+FORMAT = 1
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({**payload, "format": FORMAT}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"{path}: no checkpoint there")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise TrainingError(f"{path}: not a readable hydradgl checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise TrainingError(f"{path}: not a hydradgl checkpoint of format {FORMAT}")
+    return payload
+
+
+def plugin_provenance(registry: Registry, used: dict[str, tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """For each role (``conv``, ``dataset``, ``head:H``...): plugin name, distribution and its version."""
+    out = {}
+    for role, (kind, name) in used.items():
+        owner = registry.owners.get((kind, name), "unknown")
+        dist = registry.distributions.get(owner)
+        out[role] = {"kind": kind, "name": name, "distribution": owner, "version": dist.version if dist else "unknown"}
+    return out
+
+
+def check_plugins(provenance: dict[str, dict[str, str]], registry: Registry, path: Path) -> None:
+    """A clear error when a plugin the checkpoint was trained with is not installed."""
+    for role, p in provenance.items():
+        if p["name"] not in registry.specs[p["kind"]]:
+            raise PluginError(f"{path}: this model needs the {p['kind']} plugin {p['name']!r} (for {role}) from "
+                              f"distribution {p['distribution']!r} version {p['version']}, which is not installed")

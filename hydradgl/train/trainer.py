@@ -1,0 +1,182 @@
+"""The training loop: optimizer, schedule, early stopping, checkpoints each epoch, NaN guard, DDP."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from hydradgl.config import RunConfig, TrainingConfig
+from hydradgl.data.graphset import GraphSet
+from hydradgl.data.loader import BatchLoader
+from hydradgl.data.normalize import Normalizer
+from hydradgl.data.pipeline import PreparedData
+from hydradgl.errors import TrainingError
+from hydradgl.model.assembler import HydraModel
+from hydradgl.model.loss import MultiTaskLoss
+from hydradgl.train.checkpoint import save_checkpoint
+from hydradgl.train.metrics import ErrorSums
+from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
+
+
+@dataclass
+class EarlyStopping:
+    """Stops when the validation loss has not improved for ``patience`` epochs (None: never)."""
+
+    patience: int | None
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's validation loss; True when it is the best so far."""
+        if value < self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+
+def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    return kinds[training.optimizer](params, lr=training.lr, weight_decay=training.weight_decay)
+
+
+def head_specs(cfg: RunConfig, model: HydraModel) -> dict[str, tuple[str, str, str]]:
+    return {h.name: (h.target_name, model.head_levels[h.name], h.loss) for h in cfg.heads}
+
+
+def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: Normalizer, runtime: Runtime,
+             collect: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics per head over ``graphs`` (this rank's shard, reduced over ranks); optionally the
+    (true, predicted) values in physical units, for plots."""
+    heads = head_specs(cfg, model)
+    sums = ErrorSums(heads, normalizer, runtime.device)
+    loader = BatchLoader(graphs, cfg.training.batch_size, rank=runtime.rank, world_size=runtime.world_size, pad=False)
+    pairs: dict[str, tuple[list, list]] = {h: ([], []) for h in heads}
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            batch = batch.to(runtime.device)
+            preds = model(batch)
+            sums.add(preds, batch)
+            if collect:
+                for name, (target, level, _) in heads.items():
+                    true = (batch.graph_targets if level == "graph" else batch.node_targets)[target]
+                    pairs[name][0].append(normalizer.denormalize(target, true).cpu().numpy())
+                    pairs[name][1].append(normalizer.denormalize(target, preds[name]).cpu().numpy())
+    metrics = sums.reduce(runtime)
+    values = {h: (np.concatenate(t), np.concatenate(p)) for h, (t, p) in pairs.items() if t}
+    return metrics, values
+
+
+class Trainer:
+    """Trains ``model`` on ``data``; rank 0 writes ``last.pt``/``best.pt`` into ``run_dir`` every epoch."""
+
+    def __init__(self, cfg: RunConfig, data: PreparedData, model: HydraModel, runtime: Runtime,
+                 run_dir: Path | None, extra_state: dict[str, Any] | None = None):
+        self.cfg, self.data, self.runtime, self.run_dir = cfg, data, runtime, run_dir
+        self.model = model.to(runtime.device)
+        self.net = DistributedDataParallel(self.model) if runtime.distributed else self.model
+        self.loss = MultiTaskLoss(cfg.heads, model.head_levels)
+        self.normalizer = Normalizer.from_info(data.info)
+        t = cfg.training
+        self.optimizer = make_optimizer(t, self.model.parameters())
+        self.scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=t.plateau_factor, patience=t.plateau_patience) if t.lr_schedule == "plateau" else None)
+        self.early = EarlyStopping(t.patience)
+        self.loader = BatchLoader(data.train, t.batch_size, shuffle=True, seed=t.seed,
+                                  rank=runtime.rank, world_size=runtime.world_size)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, float]] = []
+        self.extra_state = extra_state or {}
+
+    # -- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.model_dump(mode="json"), "info": self.data.info.model_dump(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "early_stopping": asdict(self.early), "epoch": self.epoch, "history": self.history,
+            "torch_rng": torch.get_rng_state(), **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.early = EarlyStopping(**state["early_stopping"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def _save(self, name: str) -> None:
+        if self.run_dir is not None and self.runtime.is_main:
+            save_checkpoint(self.run_dir / name, self.state_dict())
+
+    # -- loop ------------------------------------------------------------------------------------
+    def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], int]:
+        """One pass over this rank's shard; mean batch loss per head (over all ranks) and graphs seen."""
+        names = [h.name for h in self.cfg.heads]
+        sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.runtime.device)
+        self.loader.set_epoch(self.epoch)
+        self.net.train()
+        graphs = 0
+        for i, batch in enumerate(self.loader):
+            batch = batch.to(self.runtime.device)
+            total, parts = self.loss(self.net(batch), batch)
+            if not torch.isfinite(total):
+                where = f"{self.run_dir / 'last.pt'}" if self.run_dir else "none (no run directory)"
+                raise TrainingError(f"non-finite loss ({float(total)}) at epoch {self.epoch + 1}, batch {i + 1}: "
+                                    f"training stopped. Last good checkpoint: {where}")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if self.cfg.training.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
+            self.optimizer.step()
+            sums += torch.stack([total.detach(), *(parts[n].detach() for n in names),
+                                 torch.ones((), device=total.device)]).double()
+            graphs += batch.num_graphs
+            if progress:
+                progress(i + 1, len(self.loader))
+        sums = all_reduce_sum(sums, self.runtime).cpu().tolist()
+        batches = max(sums[-1], 1.0)
+        losses = {"loss": sums[0] / batches, **{n: v / batches for n, v in zip(names, sums[1:-1])}}
+        return losses, graphs * self.runtime.world_size
+
+    def fit(self, on_epoch: Callable[[dict[str, float]], None] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> None:
+        """Train until the configured epochs or early stopping; checkpoints after every epoch."""
+        while self.epoch < self.cfg.training.epochs and not self.early.should_stop:
+            start = time.perf_counter()
+            train, graphs = self.train_epoch(progress)
+            val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
+            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads) if len(self.data.val) else train["loss"]
+            if self.scheduler:
+                self.scheduler.step(val_total)
+            self.epoch += 1
+            improved = self.early.update(val_total, self.epoch)
+            seconds = time.perf_counter() - start
+            row = {"epoch": self.epoch, "train_loss": train["loss"], "val_loss": val_total,
+                   **{f"train_{n}_loss": train[n] for n in val}, **{f"val_{n}_loss": val[n]["loss"] for n in val},
+                   **{f"val_{n}_rmse": val[n]["rmse"] for n in val},
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "graphs_per_s": graphs / seconds}
+            self.history.append(row)
+            if improved:
+                self._save("best.pt")
+            self._save("last.pt")
+            if on_epoch:
+                on_epoch(row)
+            # Every rank follows rank 0's stopping decision (identical anyway: metrics are reduced).
+            if broadcast_flag(self.early.should_stop, self.runtime):
+                break

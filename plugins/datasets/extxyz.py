@@ -1,0 +1,113 @@
+"""extxyz / ASE reader plugin: structures with per-structure info keys and per-atom arrays as targets."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hydradgl import hookimpl
+from hydradgl.data.records import RawDataset, Structure, TargetInfo
+from hydradgl.errors import DataError
+from hydradgl.plugins import DatasetContext, DatasetSpec
+
+
+class KeyTarget(BaseModel):
+    """A target read from ``atoms.info[key]`` (graph level) or ``atoms.arrays[key]`` (node level)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    level: Literal["graph", "node"]
+    unit: str = ""
+    description: str = ""
+
+
+class ExtxyzOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="An extxyz file (any number of frames) or a folder of them.")
+    pattern: str = Field("*.xyz", description="Glob of files inside a folder.")
+    targets: dict[str, KeyTarget] = Field(
+        default_factory=lambda: {"energy": KeyTarget(key="energy", level="graph", unit="eV")},
+        description="Target name -> info/array key and level.")
+    node_inputs: list[str] = Field(default_factory=list, description="Per-atom arrays used as extra inputs.")
+
+
+def _files(path: Path, pattern: str) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder (dataset.options.path)")
+    files = sorted(p for p in path.glob(pattern) if p.is_file())
+    if not files:
+        raise DataError(f"{path}: no files match {pattern!r}")
+    return files
+
+
+def read_frames(path: Path):
+    """Every frame of an extxyz file as ASE Atoms; DataError names the file when ASE cannot parse it."""
+    from ase.io import read
+
+    try:
+        return read(path, index=":", format="extxyz")
+    except Exception as exc:  # noqa: BLE001  (ASE raises many kinds)
+        raise DataError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
+
+
+def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None,
+                 node_inputs: list[str] = ()) -> Structure:
+    values = {}
+    for name, t in (targets or {}).items():
+        store = atoms.info if t.level == "graph" else atoms.arrays
+        if t.key not in store:
+            raise DataError(f"{source}: missing {'info key' if t.level == 'graph' else 'per-atom array'} {t.key!r} "
+                            f"for target {name!r}")
+        v = np.asarray(store[t.key], dtype=float)
+        values[name] = v.reshape(-1) if t.level == "graph" else v.reshape(len(atoms), -1)
+    inputs = {}
+    for key in node_inputs:
+        if key not in atoms.arrays:
+            raise DataError(f"{source}: missing per-atom array {key!r} (dataset.options.node_inputs)")
+        inputs[key] = np.asarray(atoms.arrays[key], dtype=float).reshape(len(atoms), -1)
+    cell = np.array(atoms.cell[:]) if atoms.cell.rank == 3 else None
+    return Structure(numbers=atoms.numbers.astype(np.int64), positions=atoms.positions.astype(float), cell=cell,
+                     pbc=tuple(bool(p) for p in atoms.pbc), targets=values, node_inputs=inputs, source=source)
+
+
+def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
+    structures, skipped = [], []
+    for path in _files(options.path, options.pattern):
+        try:
+            frames = read_frames(path)
+            structures.extend(to_structure(a, f"{path}#{i}", options.targets, options.node_inputs)
+                              for i, a in enumerate(frames))
+        except DataError as exc:
+            if not context.skip_bad_files:
+                raise
+            skipped.append(str(exc))
+    if not structures:
+        raise DataError(f"{options.path}: no readable structures ({len(skipped)} file(s) skipped)")
+    dims = {k: structures[0].node_inputs[k].shape[1] for k in options.node_inputs}
+    infos = {n: TargetInfo(level=t.level, dim=int(structures[0].targets[n].shape[-1]), unit=t.unit,
+                           description=t.description) for n, t in options.targets.items()}
+    return RawDataset(structures=structures, targets=infos, node_inputs=dims, fingerprint=fingerprint_extxyz(options, context),
+                      skipped=skipped, log=[f"extxyz: {len(structures)} structures"])
+
+
+def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
+    digest = hashlib.sha256(options.model_dump_json().encode())
+    for path in _files(options.path, options.pattern):
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    digest.update(f"skip={context.skip_bad_files}".encode())
+    return digest.hexdigest()
+
+
+@hookimpl
+def register_datasets(register):
+    register(DatasetSpec(name="extxyz", description="extxyz files read with ASE (info keys and per-atom arrays)",
+                         options=ExtxyzOptions, factory=load_extxyz, fingerprint=fingerprint_extxyz))
