@@ -150,3 +150,19 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 def head_kind(head: HeadConfig, level: str) -> str:
     """The head plugin of ``head``: its explicit ``kind``, else graph-head or node-head by the target level."""
     return head.kind or f"{level}-head"
+
+
+def validate_plugin_options(cfg: RunConfig, registry) -> None:
+    """Fail fast, before any data is read: every named plugin exists and its options parse.
+
+    Heads without an explicit ``kind`` are checked when the model is built (their kind follows the
+    dataset target's level).
+    """
+    dataset = registry.dataset(cfg.dataset.name)
+    parse_options(dataset.options, cfg.dataset.options, "dataset.options", plugin=dataset.name)
+    conv = registry.conv(cfg.model.conv)
+    parse_options(conv.options, cfg.model.conv_options, "model.conv_options", plugin=conv.name)
+    for i, head in enumerate(cfg.heads):
+        if head.kind is not None:
+            spec = registry.head(head.kind)
+            parse_options(spec.options, head.options, f"heads[{i}].options", plugin=spec.name)

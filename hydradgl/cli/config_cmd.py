@@ -2,4 +2,32 @@
 
 from __future__ import annotations
 
-from hydradgl.cli.app import main  # noqa: F401  (commands attach to it)
+import json
+
+import click
+
+from hydradgl.cli.app import main
+from hydradgl.cli.common import config_from_options, run_config_options
+from hydradgl.config import RunConfig
+from hydradgl.configio import dump_config, validate_plugin_options
+from hydradgl.plugins import get_registry
+
+
+@main.group()
+def config() -> None:
+    """Inspect configurations."""
+
+
+@config.command("show")
+@run_config_options
+def show(run_options: dict) -> None:
+    """Print the resolved configuration (file + flags), validated, as YAML."""
+    cfg = config_from_options(run_options)
+    validate_plugin_options(cfg, get_registry())
+    click.echo(dump_config(cfg), nl=False)
+
+
+@config.command("schema")
+def schema() -> None:
+    """Print the JSON schema of the run configuration."""
+    click.echo(json.dumps(RunConfig.model_json_schema(), indent=2))

@@ -2,4 +2,59 @@
 
 from __future__ import annotations
 
-from hydradgl.cli.app import main  # noqa: F401  (commands attach to it)
+import time
+from collections import Counter
+
+import click
+import numpy as np
+from rich.table import Table
+
+from hydradgl.cli.app import main
+from hydradgl.cli.common import config_from_options, console, out, run_config_options
+
+
+@main.group()
+def data() -> None:
+    """Prepare and inspect datasets."""
+
+
+@data.command("prepare")
+@run_config_options
+def prepare(run_options: dict) -> None:
+    """Read the dataset, build its graphs and fill the processed cache."""
+    from hydradgl.data.pipeline import load_dataset
+
+    cfg = config_from_options(run_options)
+    start = time.perf_counter()
+    loaded = load_dataset(cfg, log=console.print)
+    console.print(f"{len(loaded.graphs)} graphs ready in {time.perf_counter() - start:.1f} s")
+
+
+@data.command("info")
+@run_config_options
+def info(run_options: dict) -> None:
+    """Counts, compositions, target ranges (physical units) and mean degree of a dataset."""
+    from hydradgl.data.pipeline import load_dataset
+
+    cfg = config_from_options(run_options)
+    loaded = load_dataset(cfg)
+    g = loaded.graphs
+    degree = g.num_edges.sum() / max(g.num_nodes.sum(), 1)
+    out.print(f"dataset {cfg.dataset.name}: {len(g)} graphs, {int(g.num_nodes.sum())} atoms, "
+              f"{int(g.num_edges.sum())} edges, mean degree {degree:.2f} (cutoff {cfg.graph.radius} A)")
+    targets = Table(title="targets")
+    for col in ("name", "level", "dim", "min", "max", "unit", "description"):
+        targets.add_column(col)
+    arrays = {**g.graph_targets, **g.node_targets}
+    for name, t in loaded.targets.items():
+        v = arrays.get(name)
+        lo, hi = (f"{np.min(v):.4g}", f"{np.max(v):.4g}") if v is not None else ("—", "—")
+        targets.add_row(name, t.level, str(t.dim), lo, hi, t.unit, t.description)
+    out.print(targets)
+    counts = Counter(g.compositions)
+    comps = Table(title=f"{len(counts)} compositions")
+    comps.add_column("composition")
+    comps.add_column("graphs", justify="right")
+    for label, n in sorted(counts.items()):
+        comps.add_row(label, str(n))
+    out.print(comps)

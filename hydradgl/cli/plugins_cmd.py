@@ -2,4 +2,52 @@
 
 from __future__ import annotations
 
-from hydradgl.cli.app import main  # noqa: F401  (commands attach to it)
+import json
+
+import click
+from rich.table import Table
+
+from hydradgl.cli.app import main
+from hydradgl.cli.common import out
+from hydradgl.plugins import KINDS, Registry, get_registry
+
+
+def plugins_as_dict(registry: Registry) -> dict:
+    """Machine-readable view: every distribution and every registered plugin."""
+    distributions = [
+        {"name": d.name, "version": d.version, "builtin": d.builtin, "status": "broken" if d.broken else "ok",
+         "errors": d.errors, "provides": {k: sorted(v) for k, v in d.provides.items() if v}}
+        for d in sorted(registry.distributions.values(), key=lambda d: (not d.builtin, d.name))
+    ]
+    plugins = [
+        {"kind": kind, "name": name, "description": spec.description, "distribution": registry.owners[(kind, name)],
+         **({"level": spec.level} if kind == "head" else {}),
+         "conflict": sorted(registry.conflicts.get((kind, name), []))}
+        for kind in KINDS for name, spec in sorted(registry.specs[kind].items())
+    ]
+    return {"distributions": distributions, "plugins": plugins}
+
+
+@main.command("list-plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_plugins(as_json: bool) -> None:
+    """Every plugin distribution (built-in and external) and what it provides."""
+    data = plugins_as_dict(get_registry())
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    dists = Table(title="plugin distributions")
+    for col in ("distribution", "version", "origin", "provides", "status"):
+        dists.add_column(col)
+    for d in data["distributions"]:
+        provides = "; ".join(f"{k}: {', '.join(v)}" for k, v in d["provides"].items()) or "—"
+        status = "[green]ok[/]" if d["status"] == "ok" else "[red]broken[/]: " + " | ".join(d["errors"])
+        dists.add_row(d["name"], d["version"], "built-in" if d["builtin"] else "external", provides, status)
+    plugins = Table(title="plugins")
+    for col in ("kind", "name", "description", "from"):
+        plugins.add_column(col)
+    for p in data["plugins"]:
+        source = p["distribution"] + (f" [red](conflict: {', '.join(p['conflict'])})[/]" if p["conflict"] else "")
+        plugins.add_row(p["kind"], p["name"], p["description"], source)
+    out.print(dists)
+    out.print(plugins)

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydradgl.config import RunConfig
-from hydradgl.configio import atomic_write_text, head_kind, save_config
+from hydradgl.configio import atomic_write_text, head_kind, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
@@ -116,6 +116,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda msg: None)
     run_dir = Path(cfg.output_dir)
     state = load_checkpoint(Path(resume) / "last.pt") if resume else None
+    validate_plugin_options(cfg, registry)
     if runtime.is_main:
         check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
