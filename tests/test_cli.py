@@ -1,0 +1,60 @@
+"""The command line: help, list-plugins, config commands, clean errors."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from hydradgl.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("train", "evaluate", "predict", "experiment", "list-plugins", "config", "data", "model"):
+        assert command in result.output
+
+
+def test_list_plugins_table_and_json():
+    table = run("list-plugins")
+    assert table.exit_code == 0 and "hydradgl" in table.output and "built-in" in table.output
+    data = json.loads(run("list-plugins", "--json").output)
+    builtin = next(d for d in data["distributions"] if d["name"] == "hydradgl")
+    assert builtin["builtin"] and builtin["status"] == "ok"
+    assert {"pna", "sage", "cgcnn"} <= set(builtin["provides"]["conv"])
+    assert {p["name"] for p in data["plugins"] if p["kind"] == "dataset"} >= {"fept", "lsms", "extxyz"}
+
+
+def test_config_show_applies_flags():
+    result = run("config", "show", "--conv", "sage", "--heads", "H", "--epochs", "4", "--set", "model.hidden=32")
+    assert result.exit_code == 0, result.output
+    assert "conv: sage" in result.output and "epochs: 4" in result.output and "hidden: 32" in result.output
+    assert "name: C" not in result.output
+
+
+def test_config_schema_is_json_schema():
+    schema = json.loads(run("config", "schema").output)
+    assert schema["additionalProperties"] is False and "training" in schema["properties"]
+
+
+def test_user_error_is_clean_and_debug_shows_traceback():
+    result = run("config", "show", "--set", "training.epoks=3")
+    assert result.exit_code == 1
+    assert "did you mean 'epochs'" in result.output and "Traceback" not in result.output
+    debug = run("--debug", "config", "show", "--set", "training.epoks=3")
+    assert debug.exit_code == 1 and debug.exception is not None  # re-raised with --debug
+
+
+def test_unknown_plugin_fails_before_any_work():
+    result = run("train", "--conv", "pnaa")
+    assert result.exit_code == 1 and "Did you mean 'pna'" in result.output
+
+
+def test_bad_set_syntax():
+    result = run("config", "show", "--set", "training.epochs")
+    assert result.exit_code == 1 and "expected KEY=VALUE" in result.output

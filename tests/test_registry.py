@@ -1,0 +1,99 @@
+"""Plugin registry: entry points, duplicate names, broken plugins, unknown names."""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from hydradgl import hookimpl
+from hydradgl.errors import PluginError
+from hydradgl.plugins import ConvSpec, load_registry
+
+
+class FakeDist:
+    def __init__(self, name: str, version: str = "1.0"):
+        self.metadata = {"Name": name}
+        self.version = version
+
+
+def plugin_module(name: str, body) -> str:
+    module = types.ModuleType(name)
+    for attr, value in body.items():
+        setattr(module, attr, value)
+    sys.modules[name] = module
+    return name
+
+
+def entry_point(name: str, module: str, dist: str) -> EntryPoint:
+    return EntryPoint(name, module, "hydradgl")._for(FakeDist(dist))
+
+
+def conv_plugin(module_name: str, conv_name: str) -> str:
+    @hookimpl
+    def register_convs(register):
+        register(ConvSpec(name=conv_name, description="test conv", factory=lambda *a: None))
+
+    return plugin_module(module_name, {"register_convs": register_convs})
+
+
+def test_registers_and_reports_distribution():
+    mod = conv_plugin("hd_test_ok", "alpha")
+    reg = load_registry([entry_point("alpha", mod, "pkg-a")])
+    assert reg.conv("alpha").description == "test conv"
+    assert reg.distributions["pkg-a"].provides["conv"] == ["alpha"]
+    assert not reg.distributions["pkg-a"].broken
+
+
+def test_duplicate_name_names_both_distributions():
+    a, b = conv_plugin("hd_test_dup_a", "same"), conv_plugin("hd_test_dup_b", "same")
+    reg = load_registry([entry_point("a", a, "pkg-one"), entry_point("b", b, "pkg-two")])
+    with pytest.raises(PluginError, match="pkg-one and pkg-two"):
+        reg.conv("same")
+    assert "same" not in reg.names("conv")
+
+
+def test_broken_import_is_listed_and_only_its_users_fail():
+    ok = conv_plugin("hd_test_fine", "fine")
+    reg = load_registry([entry_point("fine", ok, "pkg-fine"),
+                         entry_point("gone", "hd_test_module_that_does_not_exist", "pkg-broken")])
+    assert reg.conv("fine")  # other plugins keep working
+    dist = reg.distributions["pkg-broken"]
+    assert dist.broken and "ModuleNotFoundError" in dist.errors[0]
+    with pytest.raises(PluginError, match="pkg-broken.*ModuleNotFoundError"):
+        reg.conv("gone")
+
+
+def test_hook_that_raises_marks_plugin_broken():
+    @hookimpl
+    def register_convs(register):
+        raise RuntimeError("boom in hook")
+
+    mod = plugin_module("hd_test_raises", {"register_convs": register_convs})
+    reg = load_registry([entry_point("bad", mod, "pkg-raises")])
+    assert "boom in hook" in reg.distributions["pkg-raises"].errors[0]
+
+
+def test_wrong_spec_type_is_an_error():
+    @hookimpl
+    def register_heads(register):
+        register(ConvSpec(name="x", description="a conv registered as head", factory=lambda: None))
+
+    mod = plugin_module("hd_test_wrongtype", {"register_heads": register_heads})
+    reg = load_registry([entry_point("w", mod, "pkg-w")])
+    assert "must register HeadSpec" in reg.distributions["pkg-w"].errors[0]
+
+
+def test_unknown_name_suggests_closest(registry):
+    with pytest.raises(PluginError, match="Did you mean 'pna'"):
+        registry.conv("pan")
+
+
+def test_builtins_come_through_entry_points(registry):
+    builtin = registry.distributions["hydradgl"]
+    assert builtin.builtin and not builtin.broken
+    assert sorted(builtin.provides["conv"]) == ["cgcnn", "pna", "sage"]
+    assert sorted(builtin.provides["dataset"]) == ["extxyz", "fept", "lsms"]
+    assert registry.head("graph-head").level == "graph" and registry.head("node-head").level == "node"
