@@ -61,12 +61,15 @@ def read_frames(path: Path):
 def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None,
                  node_inputs: list[str] = ()) -> Structure:
     values = {}
+    # ASE moves standard keys (energy, forces, stress...) from info/arrays into a calculator's results.
+    results = atoms.calc.results if atoms.calc is not None else {}
     for name, t in (targets or {}).items():
         store = atoms.info if t.level == "graph" else atoms.arrays
-        if t.key not in store:
+        found = store[t.key] if t.key in store else results.get(t.key)
+        if found is None:
             raise DataError(f"{source}: missing {'info key' if t.level == 'graph' else 'per-atom array'} {t.key!r} "
                             f"for target {name!r}")
-        v = np.asarray(store[t.key], dtype=float)
+        v = np.asarray(found, dtype=float)
         values[name] = v.reshape(-1) if t.level == "graph" else v.reshape(len(atoms), -1)
     inputs = {}
     for key in node_inputs:

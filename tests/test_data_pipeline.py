@@ -1,0 +1,171 @@
+"""Pipeline pieces: splits, normalization, cache life cycle, batching against dgl.batch."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from hydradgl.data import cache
+from hydradgl.data.loader import BatchLoader, collate
+from hydradgl.data.normalize import Normalizer, fit_min_max
+from hydradgl.data.pipeline import load_dataset, prepare_data
+from hydradgl.data.splits import random_split, stratified_split
+from hydradgl.dglcompat import dgl
+from tests.conftest import small_config
+
+
+def test_stratified_split_proportions_and_coverage():
+    labels = [f"c{i % 7}" for i in range(700)] + ["rare"] * 2
+    train, val, test = stratified_split(labels, (0.7, 0.15, 0.15), seed=3)
+    assert len(train) + len(val) + len(test) == len(labels)
+    assert len(set(train) | set(val) | set(test)) == len(labels)
+    for part, frac in ((train, 0.7), (val, 0.15), (test, 0.15)):
+        counts = Counter(labels[i] for i in part)
+        for c in (f"c{i}" for i in range(7)):
+            assert counts[c] == pytest.approx(100 * frac, abs=1)
+    assert Counter(labels[i] for i in train)["rare"] == 2  # fewer than 3: all kept for training
+    again = stratified_split(labels, (0.7, 0.15, 0.15), seed=3)
+    assert all((a == b).all() for a, b in zip(again, (train, val, test)))
+
+
+def test_small_group_of_three_lands_in_every_split():
+    train, val, test = stratified_split(["x"] * 3, (0.7, 0.15, 0.15), seed=0)
+    assert (len(train), len(val), len(test)) == (1, 1, 1)
+
+
+def test_random_split_sizes():
+    parts = random_split(100, (0.7, 0.15, 0.15), seed=0)
+    assert [len(p) for p in parts] == [70, 15, 15]
+    assert len(np.unique(np.concatenate(parts))) == 100
+
+
+def test_prepared_data_normalized_on_train_only(small_prepared):
+    d = small_prepared
+    for name, values in {**d.train.graph_targets, **d.train.node_targets}.items():
+        assert values.min() == pytest.approx(0, abs=1e-6) and values.max() == pytest.approx(1, abs=1e-6)
+    assert len(d.train) + len(d.val) + len(d.test) == 157
+    comps_val = set(d.val.compositions)
+    assert all(c in comps_val for c, n in Counter(d.train.compositions + d.val.compositions + d.test.compositions).items() if n >= 3)
+
+
+def test_normalization_round_trip(small_prepared):
+    norm = Normalizer.from_info(small_prepared.info)
+    x = torch.tensor([[-0.3], [0.0], [0.44]], dtype=torch.float64)
+    back = norm.denormalize("C", norm.normalize("C", x))
+    torch.testing.assert_close(back, x)
+    lo, hi = small_prepared.info.target_min["C"][0], small_prepared.info.target_max["C"][0]
+    assert float(norm.normalize("C", torch.tensor([hi], dtype=torch.float64))) == pytest.approx(1.0)
+    assert float(norm.normalize("C", torch.tensor([lo], dtype=torch.float64))) == pytest.approx(0.0)
+
+
+def test_constant_target_does_not_divide_by_zero():
+    norm = Normalizer({"x": [2.0]}, {"x": [2.0]})
+    assert float(norm.normalize("x", torch.tensor([2.0]))) == 0.0
+
+
+def test_cache_hit_then_corrupt_and_stale_rebuilt(tmp_path):
+    cfg = small_config(**{"dataset.cache_dir": str(tmp_path)})
+    first = load_dataset(cfg)
+    assert any("written to cache" in n for n in first.log)
+    second = load_dataset(cfg)
+    assert any("read from cache" in n for n in second.log)
+    np.testing.assert_array_equal(first.graphs.src, second.graphs.src)
+    np.testing.assert_array_equal(first.graphs.node_targets["M"], second.graphs.node_targets["M"])
+    path = next((tmp_path / "processed").glob("*.npz"))
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, as after a crash of another writer
+    third = load_dataset(cfg)
+    assert any("unreadable" in n and "rebuilding" in n for n in third.log)
+    np.testing.assert_array_equal(first.graphs.dst, third.graphs.dst)
+    other = load_dataset(small_config(**{"dataset.cache_dir": str(tmp_path), "graph.radius": 3.0}))
+    assert other.graphs.num_edges.sum() < first.graphs.num_edges.sum()  # different key, not stale data
+    assert len(list((tmp_path / "processed").glob("*.tmp"))) == 0
+
+
+def test_cache_format_version_mismatch(tmp_path, monkeypatch):
+    path = tmp_path / "x.npz"
+    cache.save(path, {"a": np.arange(3)}, {"log": []})
+    assert isinstance(cache.load(path), tuple)
+    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)
+    assert "format version" in cache.load(path)
+
+
+def _single_graph(graphs, g):
+    one = graphs.subset(np.array([g]))
+    graph = dgl.graph((torch.from_numpy(one.src), torch.from_numpy(one.dst)), num_nodes=int(one.node_ptr[-1]))
+    graph.edata["dist"] = torch.from_numpy(one.dist)
+    graph.ndata["species"] = torch.from_numpy(one.species)
+    return graph
+
+
+def test_collated_batch_equals_dgl_batch(small_prepared):
+    graphs = small_prepared.train
+    idx = np.array([5, 0, 17, 3])
+    batch = collate(graphs, idx)
+    reference = dgl.batch([_single_graph(graphs, g) for g in idx])
+    assert batch.graph.batch_num_nodes().tolist() == reference.batch_num_nodes().tolist()
+    assert batch.graph.batch_num_edges().tolist() == reference.batch_num_edges().tolist()
+    for a, b in zip(batch.graph.edges(), reference.edges()):
+        assert torch.equal(a, b)
+    assert torch.equal(batch.edge_dist, reference.edata["dist"])
+    assert torch.equal(batch.species, reference.ndata["species"])
+    torch.testing.assert_close(batch.edge_vec.norm(dim=1), batch.edge_dist)
+    assert batch.graph_targets["H"].shape == (4, 1) and batch.node_targets["C"].shape == (batch.graph.num_nodes(), 1)
+    assert batch.graph_ids.tolist() == graphs.ids[idx].tolist()
+
+
+def test_loader_shards_are_disjoint_and_cover(small_prepared):
+    graphs = small_prepared.train
+    seen = []
+    for rank in range(2):
+        loader = BatchLoader(graphs, 8, shuffle=True, seed=1, rank=rank, world_size=2, pad=False)
+        loader.set_epoch(3)
+        seen.append(np.concatenate([b.graph_ids.numpy() for b in loader]))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(np.concatenate(seen)) == sorted(graphs.ids)
+    padded = [len(BatchLoader(graphs, 8, rank=r, world_size=2)) for r in range(2)]
+    assert padded[0] == padded[1]
+
+
+def test_shuffle_is_seeded_per_epoch(small_prepared):
+    loader = BatchLoader(small_prepared.train, 8, shuffle=True, seed=0)
+    loader.set_epoch(0)
+    a = loader.indices()
+    loader.set_epoch(1)
+    b = loader.indices()
+    loader.set_epoch(0)
+    assert not np.array_equal(a, b) and np.array_equal(a, loader.indices())
+
+
+def test_unknown_species_in_prediction_is_named(tmp_path, small_prepared):
+    from hydradgl.data.pipeline import graphs_for_prediction
+    from hydradgl.errors import DataError
+
+    (tmp_path / "cu.lsms").write_text("-1\n29 0 0 0 0 29 0\n26 1 2 0 0 26 2\n")
+    with pytest.raises(DataError, match=r"cu.lsms: element Cu \(Z=29\) is not among"):
+        graphs_for_prediction([tmp_path / "cu.lsms"], small_prepared.info, small_config())
+
+
+def test_extxyz_dataset(tmp_path):
+    from ase import Atoms
+    from ase.io import write
+
+    frames = []
+    for i in range(4):
+        a = Atoms("FePt", positions=[[0, 0, 0], [1.5 + 0.1 * i, 0, 0]], cell=np.eye(3) * 4, pbc=True)
+        a.info["energy"] = -1.0 - i
+        a.arrays["q"] = np.array([0.1, -0.1]) * i
+        frames.append(a)
+    write(tmp_path / "x.xyz", frames, format="extxyz")
+    cfg = small_config(**{"dataset.name": "extxyz", "dataset.options": {
+        "path": str(tmp_path / "x.xyz"), "targets": {"E": {"key": "energy", "level": "graph"},
+                                                     "q": {"key": "q", "level": "node"}}},
+        "split.method": "random", "graph.periodic": True, "graph.radius": 3.0})
+    data = load_dataset(cfg)
+    assert data.graphs.graph_targets["E"][:, 0].tolist() == [-1.0, -2.0, -3.0, -4.0]
+    np.testing.assert_allclose(data.graphs.node_targets["q"][:2, 0], [0.0, 0.0])
+    assert data.targets["q"].level == "node"
+    prepared = prepare_data(cfg)
+    assert prepared.info.species == [26, 78]
