@@ -1,0 +1,144 @@
+"""Each conv layer against a straightforward float64 reference; PNA also against dgl.nn.PNAConv."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from hydradgl.dglcompat import dgl
+from hydradgl.plugins import ConvContext
+from hydradgl_plugins.convs import pna as pna_module
+from hydradgl_plugins.convs.cgcnn import CGCNNOptions, make_cgcnn
+from hydradgl_plugins.convs.pna import PNAOptions, delta_from_histogram, make_pna
+from hydradgl_plugins.convs.sage import SAGEOptions, make_sage
+
+torch.manual_seed(0)
+
+
+def random_graph(n=9, p=0.45, seed=0, min_in_degree=1):
+    """A directed graph where every node has at least ``min_in_degree`` incoming edges, no self loops."""
+    g = torch.Generator().manual_seed(seed)
+    adj = (torch.rand(n, n, generator=g) < p) & ~torch.eye(n, dtype=torch.bool)
+    for i in range(n):
+        if adj[:, i].sum() < min_in_degree:
+            adj[(i + 1) % n, i] = True
+    src, dst = adj.nonzero(as_tuple=True)
+    return dgl.graph((src, dst), num_nodes=n)
+
+
+def incoming(graph, i):
+    src, dst = graph.edges()
+    eids = (dst == i).nonzero(as_tuple=True)[0]
+    return src[eids], eids
+
+
+def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
+    """Loops over nodes: messages M[h_j, h_i, e_ij], aggregate, scale by degree, U[h_i, aggregates]."""
+    tower = conv.towers[0]
+    parts = [tower.pre_src.weight, tower.pre_dst.weight] + ([tower.pre_edge.weight] if tower.pre_edge is not None else [])
+    W, b = torch.cat(parts, dim=1), tower.pre_dst.bias
+    rows = []
+    for i in range(graph.num_nodes()):
+        nbrs, eids = incoming(graph, i)
+        z = [h[nbrs], h[i].expand(len(nbrs), -1)] + ([e[eids]] if tower.pre_edge is not None else [])
+        m = torch.cat(z, dim=1) @ W.T + b
+        aggs = {"mean": m.mean(0), "max": m.max(0).values, "min": m.min(0).values, "sum": m.sum(0),
+                "std": torch.sqrt(torch.relu((m * m).mean(0) - m.mean(0) ** 2) + pna_module.STD_EPS)}
+        a = torch.cat([aggs[k] for k in aggregators])
+        d = len(nbrs)
+        scale = {"identity": 1.0, "amplification": math.log(d + 1) / delta, "attenuation": delta / math.log(d + 1)}
+        rows.append(torch.cat([h[i], *(a * scale[s] for s in scalers)]))
+    out = tower.post(torch.stack(rows))
+    return conv.mixing(out) if conv.mixing is not None else out
+
+
+@pytest.mark.parametrize("edges", [False, True])
+@pytest.mark.parametrize("aggregators,scalers", [
+    (["mean", "min", "max", "std"], ["identity", "amplification", "attenuation"]),
+    (["sum", "max"], ["identity"]),
+])
+def test_pna_matches_reference(edges, aggregators, scalers):
+    graph = random_graph()
+    hist = [0, 3, 5, 2, 1]
+    options = PNAOptions(aggregators=aggregators, scalers=scalers, use_edge_features=edges)
+    conv = make_pna(6, 5, options, ConvContext(edge_dim=4, degree_histogram=hist, cutoff=7.0)).double()
+    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    e = torch.randn(graph.num_edges(), 4, dtype=torch.float64)
+    expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
+    torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pna_towers_split_features():
+    graph = random_graph()
+    conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False), ConvContext(0, [0, 1, 1], 7.0)).double()
+    h = torch.randn(graph.num_nodes(), 8, dtype=torch.float64)
+    out = conv(graph, h)
+    first = conv.towers[0](graph, h[:, :4], None, graph.in_degrees().double(), conv.delta)
+    torch.testing.assert_close(out[:, :4], first)
+
+
+def test_pna_isolated_atom_is_finite():
+    graph = dgl.graph((torch.tensor([0]), torch.tensor([1])), num_nodes=3)
+    conv = make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
+    assert torch.isfinite(conv(graph, torch.randn(3, 4))).all()
+
+
+def test_pna_matches_dgl_pnaconv(monkeypatch):
+    """Same function as a DGL PNA tower (its batch norm removed, graph-size normalization undone)."""
+    monkeypatch.setattr(pna_module, "STD_EPS", 1e-30)  # DGL's epsilon inside the std
+    graph = random_graph(n=10, seed=3)
+    aggs, scalers, hist = ["mean", "max", "min", "std"], ["identity", "amplification", "attenuation"], [0, 2, 4, 4]
+    delta = delta_from_histogram(hist)
+    ref = dgl.nn.PNAConv(6, 6, aggs, scalers, delta, residual=False).double().eval()
+    tower_ref = ref.towers[0]
+    tower_ref.batchnorm = torch.nn.Identity()
+    ours = make_pna(6, 6, PNAOptions(aggregators=aggs, scalers=scalers), ConvContext(0, hist, 7.0)).double()
+    t = ours.towers[0]
+    with torch.no_grad():
+        t.pre_src.weight.copy_(tower_ref.M.weight[:, :6])
+        t.pre_dst.weight.copy_(tower_ref.M.weight[:, 6:12])
+        t.pre_dst.bias.copy_(tower_ref.M.bias)
+        t.post.weight.copy_(tower_ref.U.weight)
+        t.post.bias.copy_(tower_ref.U.bias)
+    h = torch.randn(10, 6, dtype=torch.float64)
+    snorm = 1 / math.sqrt(graph.num_nodes())
+    expected = tower_ref(graph, h)
+    got = t(graph, h, None, graph.in_degrees().double(), ours.delta) * snorm
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_sage_matches_reference():
+    graph = random_graph()
+    conv = make_sage(5, 4, SAGEOptions(aggregator="mean"), ConvContext(0, None, 7.0)).double()
+    h = torch.randn(graph.num_nodes(), 5, dtype=torch.float64)
+    rows = []
+    for i in range(graph.num_nodes()):
+        nbrs, _ = incoming(graph, i)
+        rows.append(conv.conv.fc_self(h[i]) + conv.conv.fc_neigh(h[nbrs].mean(0)))
+    torch.testing.assert_close(conv(graph, h), torch.stack(rows))
+
+
+def test_cgcnn_matches_reference():
+    graph = random_graph()
+    conv = make_cgcnn(5, 5, CGCNNOptions(), ConvContext(3, None, 7.0)).double()
+    h = torch.randn(graph.num_nodes(), 5, dtype=torch.float64)
+    e = torch.randn(graph.num_edges(), 3, dtype=torch.float64)
+    W = torch.cat([conv.dst.weight, conv.src.weight, conv.edge.weight], dim=1)
+    rows = []
+    for i in range(graph.num_nodes()):
+        nbrs, eids = incoming(graph, i)
+        z = torch.cat([h[i].expand(len(nbrs), -1), h[nbrs], e[eids]], dim=1) @ W.T + conv.dst.bias
+        rows.append(h[i] + (torch.sigmoid(z[:, :5]) * F.softplus(z[:, 5:])).sum(0))
+    torch.testing.assert_close(conv(graph, h, e), torch.stack(rows), atol=1e-10, rtol=1e-10)
+
+
+def test_cgcnn_needs_edge_features_and_equal_widths():
+    from hydradgl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs edge features"):
+        make_cgcnn(4, 4, CGCNNOptions(), ConvContext(0, None, 7.0))
+    with pytest.raises(ConfigError, match="widths must match"):
+        make_cgcnn(4, 8, CGCNNOptions(), ConvContext(2, None, 7.0))
