@@ -12,7 +12,7 @@ import json
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class RunResult:
     test: dict[str, dict[str, float]]
     history: list[dict[str, float]]
     seconds: float
-    log: list[str] = field(default_factory=list)
+    model: Any = None  # the trained HydraModel (best weights when a validation split exists)
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
@@ -184,4 +184,4 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
             plots.loss_curves(trainer.history, run_dir / "plots")
         if not quiet:
             console.print(metrics_table(test, units))
-    return RunResult(run_dir, test, trainer.history, time.perf_counter() - started)
+    return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, trainer.model)

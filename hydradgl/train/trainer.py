@@ -137,7 +137,7 @@ class Trainer:
             total, parts = self.loss(self.net(batch), batch)
             if not torch.isfinite(total):
                 where = f"{self.run_dir / 'last.pt'}" if self.run_dir else "none (no run directory)"
-                raise TrainingError(f"non-finite loss ({float(total)}) at epoch {self.epoch + 1}, batch {i + 1}: "
+                raise TrainingError(f"non-finite loss ({float(total.detach())}) at epoch {self.epoch + 1}, batch {i + 1}: "
                                     f"training stopped. Last good checkpoint: {where}")
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()

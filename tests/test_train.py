@@ -1,0 +1,190 @@
+"""Training: learning, reproducibility, resume, failure handling, saved runs, experiment."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hydradgl.data.normalize import Normalizer
+from hydradgl.data.pipeline import prepare_data
+from hydradgl.errors import TrainingError
+from hydradgl.train import checkpoint as ckpt
+from hydradgl.train.run import train_run
+from hydradgl.train.saved import evaluate_run, load_run, predict
+from tests.conftest import small_config
+
+LEARN = {"dataset.options": {"max_per_composition": 12}, "training.batch_size": 32, "model.hidden": 20,
+         "model.layers": 3, "training.epochs": 25, "training.patience": None}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    cfg = small_config(tmp_path_factory.mktemp("trained"), **LEARN)
+    data = prepare_data(cfg)
+    return cfg, data, train_run(cfg, data=data, quiet=True)
+
+
+def test_training_beats_predict_the_mean(trained):
+    cfg, data, result = trained
+    assert result.history[-1]["train_loss"] < 0.2 * result.history[0]["train_loss"]
+    for head in ("H", "C", "M"):
+        values = data.test.graph_targets.get(head, data.test.node_targets.get(head))
+        train_values = data.train.graph_targets.get(head, data.train.node_targets.get(head))
+        baseline = math.sqrt(float(np.mean((values - train_values.mean()) ** 2)))
+        assert result.test[head]["rmse"] < 0.5 * baseline, (head, result.test[head]["rmse"], baseline)
+
+
+def test_run_directory_contents(trained):
+    cfg, _, result = trained
+    run = result.run_dir
+    for name in ("config.yaml", "last.pt", "best.pt", "metrics.csv", "test_metrics.json", "run.log",
+                 "plots/parity_H.png", "plots/errors_M.png", "plots/loss_curves.png"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics["heads"]) == {"H", "C", "M"} and metrics["heads"]["M"]["unit"] == "mu_B"
+    assert len((run / "metrics.csv").read_text().splitlines()) == cfg.training.epochs + 1
+    assert not list(run.glob("*.tmp"))
+
+
+def test_same_seed_same_result(tmp_path, small_prepared):
+    runs = [train_run(small_config(tmp_path / str(i)), data=small_prepared, quiet=True, plots_enabled=False)
+            for i in range(2)]
+    assert runs[0].history[-1]["val_loss"] == runs[1].history[-1]["val_loss"]
+    assert runs[0].test == runs[1].test
+    other = train_run(small_config(tmp_path / "2", **{"training.seed": 1}), data=small_prepared, quiet=True,
+                      plots_enabled=False)
+    assert other.history[-1]["val_loss"] != runs[0].history[-1]["val_loss"]
+
+
+def test_resume_equals_uninterrupted(tmp_path, small_prepared):
+    extra = {"training.epochs": 4, "training.lr_schedule": "plateau", "training.plateau_patience": 1}
+    full = train_run(small_config(tmp_path / "full", **extra), data=small_prepared, quiet=True, plots_enabled=False)
+    half_cfg = small_config(tmp_path / "half", **{**extra, "training.epochs": 2})
+    train_run(half_cfg, data=small_prepared, quiet=True, plots_enabled=False)
+    resumed_cfg = half_cfg.model_copy(update={"training": half_cfg.training.model_copy(update={"epochs": 4})})
+    resumed = train_run(resumed_cfg, resume=half_cfg.output_dir, data=small_prepared, quiet=True, plots_enabled=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for a, b in zip(full.history, resumed.history):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
+    last_full = torch.load(tmp_path / "full" / "run" / "last.pt", weights_only=True)["model"]
+    last_resumed = torch.load(tmp_path / "half" / "run" / "last.pt", weights_only=True)["model"]
+    for key in last_full:
+        torch.testing.assert_close(last_full[key], last_resumed[key], atol=1e-6, rtol=1e-5)
+
+
+def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tmp_path, small_prepared, monkeypatch):
+    from hydradgl.model import loss as loss_module
+
+    calls = {"n": 0}
+    original = loss_module.MultiTaskLoss.__call__
+
+    def poisoned(self, preds, batch):
+        calls["n"] += 1
+        total, parts = original(self, preds, batch)
+        return (total * float("nan"), parts) if calls["n"] == batches_per_epoch + 3 else (total, parts)
+
+    cfg = small_config(tmp_path, **{"training.epochs": 3})
+    batches_per_epoch = math.ceil(len(small_prepared.train) / cfg.training.batch_size)
+    monkeypatch.setattr(loss_module.MultiTaskLoss, "__call__", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 2, batch 3.*last.pt"):
+        train_run(cfg, data=small_prepared, quiet=True)
+    state = ckpt.load_checkpoint(cfg.output_dir / "last.pt")
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, {"epoch": 1})
+
+    def crash(obj, handle):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(path, {"epoch": 2})
+    assert ckpt.load_checkpoint(path)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable hydradgl checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "last.pt")
+
+
+def test_unwritable_output_reported_before_training(tmp_path, small_prepared):
+    (tmp_path / "a-file").write_text("x")
+    cfg = small_config(**{"output_dir": str(tmp_path / "a-file" / "run")})
+    with pytest.raises(TrainingError, match="a-file/run: output directory is not writable"):
+        train_run(cfg, data=small_prepared, quiet=True)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_cuda_build_is_explained(tmp_path, small_prepared):
+    cfg = small_config(tmp_path, **{"training.device": "cuda"})
+    with pytest.raises(TrainingError, match="docs/install.md"):
+        train_run(cfg, data=small_prepared, quiet=True)
+
+
+def test_predict_matches_evaluate_in_physical_units(trained):
+    cfg, data, result = trained
+    run = load_run(result.run_dir)
+    metrics = evaluate_run(run)
+    for head in ("H", "C", "M"):
+        assert metrics[head]["rmse"] == pytest.approx(result.test[head]["rmse"], rel=1e-6)
+    from pathlib import Path
+
+    from hydradgl_plugins.datasets.lsms import read_lsms
+
+    structures, atoms = predict(run, [Path(s) for s in data.test.sources])
+    truth_m = np.concatenate([read_lsms(Path(s))[1][:, 6] for s in data.test.sources])
+    truth_c = np.concatenate([(lambda t: t[:, 5] - t[:, 0])(read_lsms(Path(s))[1]) for s in data.test.sources])
+    pred_m = np.array([a["M"] for a in atoms])
+    pred_c = np.array([a["C"] for a in atoms])
+    assert math.sqrt(np.mean((pred_m - truth_m) ** 2)) == pytest.approx(metrics["M"]["rmse_phys"], rel=1e-3)
+    assert math.sqrt(np.mean((pred_c - truth_c) ** 2)) == pytest.approx(metrics["C"]["rmse_phys"], rel=1e-3)
+    norm = Normalizer.from_info(run.info)
+    truth_h = data.test.graph_targets["H"][:, 0] * norm.span["H"][0] + norm.lo["H"][0]
+    pred_h = np.array([s["H"] for s in structures])
+    assert math.sqrt(np.mean((pred_h - truth_h) ** 2)) == pytest.approx(metrics["H"]["rmse_phys"], rel=1e-3)
+    assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms[0])
+
+
+def test_missing_plugin_in_saved_run_is_named(trained):
+    from hydradgl.errors import PluginError
+    from hydradgl.plugins import Registry
+
+    _, _, result = trained
+    with pytest.raises(PluginError, match="needs the dataset plugin 'fept'.*distribution 'hydradgl'"):
+        load_run(result.run_dir, registry=Registry())
+
+
+def test_cli_predict_writes_both_csvs(trained, tmp_path):
+    from click.testing import CliRunner
+
+    from hydradgl.cli import main
+
+    _, data, result = trained
+    out = tmp_path / "pred.csv"
+    res = CliRunner().invoke(main, ["predict", str(result.run_dir), data.test.sources[0], data.test.sources[1], "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(out.read_text().splitlines()) == 3
+    assert len((tmp_path / "pred.atoms.csv").read_text().splitlines()) == 1 + 64
+
+
+def test_experiment_writes_table(tmp_path, small_prepared):
+    from hydradgl.train.experiment import parse_head_sets, run_experiment
+
+    assert parse_head_sets("HCM,H") == [["H", "C", "M"], ["H"]]
+    assert parse_head_sets("energy+forces") == [["energy", "forces"]]
+    cfg = small_config(tmp_path, **{"training.epochs": 1})
+    root = run_experiment(cfg, [["H", "M"], ["M"]], seeds=2, quiet=True)
+    table = (root / "table.md").read_text()
+    assert "MTL, HM" in table and "STL, M" in table and "±" in table
+    rows = (root / "table.csv").read_text().splitlines()
+    assert rows[0].startswith("method,H,M") and len(rows) == 3
