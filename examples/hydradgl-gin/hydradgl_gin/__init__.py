@@ -1,0 +1,56 @@
+"""GIN convolution (Xu, Hu, Leskovec, Jegelka, "How Powerful are Graph Neural Networks?", ICLR 2019).
+
+h_i' = MLP((1 + eps) h_i + AGG_{j in N(i)} h_j), with a learnable or fixed eps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from hydradgl import hookimpl
+from hydradgl.dglcompat import fn
+from hydradgl.plugins import ConvContext, ConvSpec
+
+
+class GINOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mlp_layers: int = Field(2, ge=1, description="Linear layers in the update MLP.")
+    aggregator: Literal["sum", "mean", "max"] = Field("sum", description="Neighbourhood aggregation.")
+    learn_eps: bool = Field(True, description="Learn eps (GIN-eps) instead of fixing it at 0 (GIN-0).")
+
+
+class GINConv(nn.Module):
+    uses_edge_features = False
+
+    def __init__(self, in_dim: int, out_dim: int, options: GINOptions):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(options.mlp_layers - 1):
+            layers += [nn.Linear(width, out_dim), nn.ReLU()]
+            width = out_dim
+        layers.append(nn.Linear(width, out_dim))
+        self.mlp = nn.Sequential(*layers)
+        self.eps = nn.Parameter(torch.zeros(1), requires_grad=options.learn_eps)
+        self.reduce = {"sum": fn.sum, "mean": fn.mean, "max": fn.max}[options.aggregator]
+
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
+        with graph.local_scope():
+            graph.srcdata["h"] = h
+            graph.update_all(fn.copy_u("h", "m"), self.reduce("m", "agg"))
+            return self.mlp((1 + self.eps) * h + graph.dstdata["agg"])
+
+
+def make_gin(in_dim: int, out_dim: int, options: GINOptions, context: ConvContext) -> GINConv:
+    return GINConv(in_dim, out_dim, options)
+
+
+@hookimpl
+def register_convs(register):
+    register(ConvSpec(name="gin", description="Graph Isomorphism Network convolution (example plugin)",
+                      options=GINOptions, factory=make_gin))
