@@ -78,7 +78,7 @@ def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
     per = lambda split: " ".join(f"{h} {row[f'{split}_{h}_loss']:.3e}" for h in heads)  # noqa: E731
     return (f"epoch {int(row['epoch']):>3}/{epochs}  train {row['train_loss']:.3e} ({per('train')})  "
             f"val {row['val_loss']:.3e} ({per('val')})  lr {row['lr']:.1e}  {row['seconds']:.1f} s  "
-            f"{row['graphs_per_s']:.0f} graphs/s")
+            f"({row['graphs_per_s']:.0f} train graphs/s)")
 
 
 def metrics_table(test: dict[str, dict[str, float]], units: dict[str, str]) -> Table:

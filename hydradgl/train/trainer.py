@@ -160,6 +160,7 @@ class Trainer:
         while self.epoch < self.cfg.training.epochs and not self.early.should_stop:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
+            train_seconds = time.perf_counter() - start
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
             val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads) if len(self.data.val) else train["loss"]
             if self.scheduler:
@@ -170,7 +171,8 @@ class Trainer:
             row = {"epoch": self.epoch, "train_loss": train["loss"], "val_loss": val_total,
                    **{f"train_{n}_loss": train[n] for n in val}, **{f"val_{n}_loss": val[n]["loss"] for n in val},
                    **{f"val_{n}_rmse": val[n]["rmse"] for n in val},
-                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "graphs_per_s": graphs / seconds}
+                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "train_seconds": train_seconds,
+                   "graphs_per_s": graphs / train_seconds}
             self.history.append(row)
             if improved:
                 self._save("best.pt")
