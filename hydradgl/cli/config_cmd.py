@@ -28,6 +28,12 @@ def show(run_options: dict) -> None:
 
 
 @config.command("schema")
-def schema() -> None:
+@click.option("--markdown", is_flag=True, help="The key reference as Markdown tables (docs/config.md).")
+def schema(markdown: bool) -> None:
     """Print the JSON schema of the run configuration."""
+    if markdown:
+        from hydradgl.configdoc import reference_markdown
+
+        click.echo(reference_markdown(), nl=False)
+        return
     click.echo(json.dumps(RunConfig.model_json_schema(), indent=2))

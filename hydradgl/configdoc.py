@@ -1,0 +1,45 @@
+"""The config reference in Markdown, generated from the pydantic models (docs/config.md embeds it)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from hydradgl.config import (DatasetConfig, GraphConfig, HeadConfig, ModelConfig, RunConfig, SplitConfig,
+                             TrainingConfig)
+
+SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("dataset", DatasetConfig), ("graph", GraphConfig), ("split", SplitConfig), ("model", ModelConfig),
+    ("heads[]", HeadConfig), ("training", TrainingConfig),
+]
+
+
+def _default(field) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+    elif field.default is PydanticUndefined:
+        return "(required)"
+    else:
+        value = field.default
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        return ", ".join(getattr(v, "name", "…") for v in value)
+    return f"`{value!r}`" if value is not None else "`null`"
+
+
+def _type(field) -> str:
+    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    lines = []
+    top = RunConfig.model_fields
+    for name, model in SECTIONS:
+        lines += [f"### `{name}`", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for key, field in model.model_fields.items():
+            lines.append(f"| `{key}` | {_type(field)} | {_default(field)} | {field.description or ''} |")
+        lines.append("")
+    lines += ["### top level", "", "| key | default | meaning |", "| --- | --- | --- |",
+              f"| `heads` | {_default(top['heads'])} | list of heads, see `heads[]` |",
+              f"| `output_dir` | {_default(top['output_dir'])} | {top['output_dir'].description} |", ""]
+    return "\n".join(lines)
