@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from hydradgl.atomic import atomic_write_text
 from hydradgl.config import HeadConfig, RunConfig
 from hydradgl.errors import ConfigError
 
@@ -125,22 +124,6 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
 def dump_config(cfg: RunConfig) -> str:
     """The config as YAML (paths as strings, tuples as lists)."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -58,3 +58,19 @@ def test_unknown_plugin_fails_before_any_work():
 def test_bad_set_syntax():
     result = run("config", "show", "--set", "training.epochs")
     assert result.exit_code == 1 and "expected KEY=VALUE" in result.output
+
+
+def test_list_plugins_shows_broken_distribution(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    from hydradgl.cli import plugins_cmd
+    from hydradgl.plugins import load_registry
+    from tests.test_registry import FakeDist
+
+    broken = EntryPoint("ghost", "hd_cli_missing_module", "hydradgl")._for(FakeDist("pkg-ghost", "0.3"))
+    monkeypatch.setattr(plugins_cmd, "get_registry", lambda: load_registry([broken]))
+    table = run("list-plugins")
+    assert table.exit_code == 0 and "pkg-ghost" in table.output and "broken" in table.output
+    data = json.loads(run("list-plugins", "--json").output)
+    ghost = data["distributions"][0]
+    assert ghost["status"] == "broken" and "hd_cli_missing_module" in ghost["errors"][0]

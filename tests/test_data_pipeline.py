@@ -10,7 +10,7 @@ import torch
 
 from hydradgl.data import cache
 from hydradgl.data.loader import BatchLoader, collate
-from hydradgl.data.normalize import Normalizer, fit_min_max
+from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import load_dataset, prepare_data
 from hydradgl.data.splits import random_split, stratified_split
 from hydradgl.dglcompat import dgl

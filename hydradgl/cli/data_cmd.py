@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-import click
 import numpy as np
 from rich.table import Table
 

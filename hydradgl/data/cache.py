@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from hydradgl.atomic import atomic_open
 from hydradgl.config import GraphConfig
 
 FORMAT_VERSION = 2
@@ -27,17 +26,8 @@ def cache_key(fingerprint: str, graph: GraphConfig) -> str:
 
 def save(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write arrays plus JSON metadata to ``path`` atomically (temp file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, __meta__=np.array(json.dumps({**meta, "format_version": FORMAT_VERSION})), **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        np.savez(handle, __meta__=np.array(json.dumps({**meta, "format_version": FORMAT_VERSION})), **arrays)
 
 
 def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | str:

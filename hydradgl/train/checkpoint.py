@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hydradgl.atomic import atomic_open
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.plugins import Registry
 
@@ -16,17 +15,8 @@ FORMAT = 1
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({**payload, "format": FORMAT}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        torch.save({**payload, "format": FORMAT}, handle)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from hydradgl.config import HeadConfig, RunConfig
-from hydradgl.configio import atomic_write_text
+from hydradgl.atomic import atomic_write_text
 from hydradgl.data.pipeline import prepare_data
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import Registry, get_registry

@@ -23,7 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydradgl.config import RunConfig
-from hydradgl.configio import atomic_write_text, head_kind, save_config, validate_plugin_options
+from hydradgl.atomic import atomic_write_text
+from hydradgl.configio import head_kind, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model

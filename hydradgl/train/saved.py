@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from hydradgl.config import RunConfig
-from hydradgl.configio import atomic_write_text
+from hydradgl.atomic import atomic_write_text
 from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydradgl import hookimpl
+from hydradgl.data.files import fingerprint_files, list_files
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -35,17 +35,6 @@ class ExtxyzOptions(BaseModel):
         default_factory=lambda: {"energy": KeyTarget(key="energy", level="graph", unit="eV")},
         description="Target name -> info/array key and level.")
     node_inputs: list[str] = Field(default_factory=list, description="Per-atom arrays used as extra inputs.")
-
-
-def _files(path: Path, pattern: str) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise DataError(f"{path}: no such file or folder (dataset.options.path)")
-    files = sorted(p for p in path.glob(pattern) if p.is_file())
-    if not files:
-        raise DataError(f"{path}: no files match {pattern!r}")
-    return files
 
 
 def read_frames(path: Path):
@@ -83,7 +72,7 @@ def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None
 
 def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
     structures, skipped = [], []
-    for path in _files(options.path, options.pattern):
+    for path in list_files(options.path, options.pattern):
         try:
             frames = read_frames(path)
             structures.extend(to_structure(a, f"{path}#{i}", options.targets, options.node_inputs)
@@ -102,12 +91,7 @@ def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
 
 
 def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
-    digest = hashlib.sha256(options.model_dump_json().encode())
-    for path in _files(options.path, options.pattern):
-        stat = path.stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    digest.update(f"skip={context.skip_bad_files}".encode())
-    return digest.hexdigest()
+    return fingerprint_files(options, list_files(options.path, options.pattern), context.skip_bad_files)
 
 
 @hookimpl

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydradgl import hookimpl
+from hydradgl.data.files import fingerprint_files, list_files
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -142,18 +143,6 @@ def write_lsms(path: Path, total_energy: float, numbers: np.ndarray, positions: 
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def _files(options: LSMSOptions) -> list[Path]:
-    root = Path(options.path)
-    if root.is_file():
-        return [root]
-    if not root.is_dir():
-        raise DataError(f"{root}: no such file or folder (dataset.options.path)")
-    files = sorted(p for p in root.glob(options.pattern) if p.is_file())
-    if not files:
-        raise DataError(f"{root}: no files match {options.pattern!r}")
-    return files
-
-
 def reference_energies(structures: Iterable[tuple[np.ndarray, float]]) -> dict[int, float]:
     """Per-atom energy of each element from its pure-element configurations (mean over them)."""
     sums: dict[int, list[float]] = {}
@@ -169,7 +158,7 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
     parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
     skipped: list[str] = []
     digest = hashlib.sha256(options.model_dump_json().encode())
-    for path in _files(options):
+    for path in list_files(options.path, options.pattern):
         try:
             graph, table = read_lsms(path, options.num_atoms)
         except DataError as exc:
@@ -217,13 +206,7 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
 
 
 def fingerprint_lsms(options: LSMSOptions, context: DatasetContext) -> str:
-    """Options plus every file's name, size and modification time: cheap, and changes when a file does."""
-    digest = hashlib.sha256(options.model_dump_json().encode())
-    for path in _files(options):
-        stat = path.stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    digest.update(f"skip={context.skip_bad_files}".encode())
-    return digest.hexdigest()
+    return fingerprint_files(options, list_files(options.path, options.pattern), context.skip_bad_files)
 
 
 @hookimpl

@@ -1,0 +1,33 @@
+"""Input files of a reader plugin: listing them with clear errors, fingerprinting them cheaply."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from hydradgl.errors import DataError
+
+
+def list_files(path: Path, pattern: str) -> list[Path]:
+    """``path`` itself if it is a file, else the files in it matching ``pattern``, sorted."""
+    root = Path(path)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DataError(f"{root}: no such file or folder (dataset.options.path)")
+    files = sorted(p for p in root.glob(pattern) if p.is_file())
+    if not files:
+        raise DataError(f"{root}: no files match {pattern!r}")
+    return files
+
+
+def fingerprint_files(options: BaseModel, files: list[Path], skip_bad_files: bool) -> str:
+    """Options plus every file's name, size and modification time: cheap, and changes when a file does."""
+    digest = hashlib.sha256(options.model_dump_json().encode())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    digest.update(f"skip={skip_bad_files}".encode())
+    return digest.hexdigest()
