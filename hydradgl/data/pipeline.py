@@ -177,7 +177,10 @@ def prepare_data(cfg: RunConfig, registry: Registry | None = None,
                        target_min=lo, target_max=hi, degree_histogram=train.in_degree_histogram().tolist(),
                        cutoff=cfg.graph.radius)
     norm = Normalizer.from_info(info)
-    notes = [*data.log, f"split ({cfg.split.method}): {len(train)} train, {len(val)} val, {len(test)} test"]
+    split_note = f"split ({cfg.split.method}): {len(train)} train, {len(val)} val, {len(test)} test"
+    if log:
+        log(split_note)
+    notes = [*data.log, split_note]
     return PreparedData(info, norm.apply(train), norm.apply(val), norm.apply(test), notes)
 
 
