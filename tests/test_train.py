@@ -188,3 +188,29 @@ def test_experiment_writes_table(tmp_path, small_prepared):
     assert "MTL, HM" in table and "STL, M" in table and "±" in table
     rows = (root / "table.csv").read_text().splitlines()
     assert rows[0].startswith("method,H,M") and len(rows) == 3
+
+
+def test_ctrl_c_leaves_a_resumable_run(tmp_path, small_prepared, monkeypatch):
+    from click.testing import CliRunner
+
+    from hydradgl.cli import main
+    from hydradgl.train.trainer import Trainer
+
+    cfg = small_config(tmp_path, **{"training.epochs": 3})
+    original = Trainer.train_epoch
+
+    def interrupt_second_epoch(self, progress=None):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, progress)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupt_second_epoch)
+    with pytest.raises(TrainingError, match=r"interrupted after epoch 1.*hydradgl train --resume"):
+        train_run(cfg, data=small_prepared, quiet=True)
+    assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    result = CliRunner().invoke(main, ["--quiet", "train", "--resume", str(cfg.output_dir), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 3
+    refused = CliRunner().invoke(main, ["train", "--resume", str(cfg.output_dir), "--conv", "sage"])
+    assert refused.exit_code == 1 and "can only change training.epochs" in refused.output
