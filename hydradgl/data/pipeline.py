@@ -101,6 +101,7 @@ class LoadedData:
 def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable[[str], None] | None = None) -> LoadedData:
     """Packed graphs of the configured dataset, from the processed cache when it is valid."""
     registry = registry or get_registry()
+    emit = log or (lambda note: None)
     spec = registry.dataset(cfg.dataset.name)
     options = parse_options(spec.options, cfg.dataset.options, "dataset.options", plugin=spec.name)
     cache_dir = Path(cfg.dataset.cache_dir or default_cache_dir())
@@ -114,7 +115,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
             arrays, meta = cached
             notes = [*meta["log"], f"processed graphs read from cache {path}"]
             for note in notes:
-                log and log(note)
+                emit(note)
             return LoadedData(_from_cache(arrays, meta), {k: TargetInfo(**v) for k, v in meta["targets"].items()},
                               meta["node_inputs"], notes)
         if cached != "missing":
@@ -130,7 +131,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     cache.save(path, _to_cache(graphs), meta)
     notes.append(f"processed graphs written to cache {path}")
     for note in notes:
-        log and log(note)
+        emit(note)
     return LoadedData(graphs, raw.targets, raw.node_inputs, notes)
 
 
@@ -178,7 +179,7 @@ def prepare_data(cfg: RunConfig, registry: Registry | None = None,
                        cutoff=cfg.graph.radius)
     norm = Normalizer.from_info(info)
     split_note = f"split ({cfg.split.method}): {len(train)} train, {len(val)} val, {len(test)} test"
-    if log:
+    if log is not None:
         log(split_note)
     notes = [*data.log, split_note]
     return PreparedData(info, norm.apply(train), norm.apply(val), norm.apply(test), notes)

@@ -146,8 +146,8 @@ def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
         generate(options, folder)
     _, cell = lattice(options.a, options.c)
     raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=cell.tolist()), context)
-    raw.log.insert(0, f"fept: {len(raw.structures)} configurations "
-                      f"({'generated into' if generated else 'read from'} {folder})")
+    raw.log.insert(0, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
+                      + (" (generated now)" if generated else ""))
     return raw
 
 
