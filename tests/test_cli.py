@@ -74,3 +74,28 @@ def test_list_plugins_shows_broken_distribution(monkeypatch):
     data = json.loads(run("list-plugins", "--json").output)
     ghost = data["distributions"][0]
     assert ghost["status"] == "broken" and "hd_cli_missing_module" in ghost["errors"][0]
+
+
+SMOKE = str(__import__("pathlib").Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")
+
+
+def test_data_prepare_and_info():
+    prepared = run("data", "prepare", "--config", SMOKE)
+    assert prepared.exit_code == 0, prepared.output
+    info = run("data", "info", "--config", SMOKE)
+    assert info.exit_code == 0, info.output
+    assert "157 graphs" in info.output and "5024 atoms" in info.output
+    assert "Fe16Pt16" in info.output and "mu_B" in info.output
+
+
+def test_model_summary_counts_parameters():
+    from hydradgl.data.pipeline import prepare_data
+    from hydradgl.configio import load_config
+    from hydradgl.model.assembler import build_model
+    from pathlib import Path
+
+    result = run("model", "summary", "--config", SMOKE)
+    assert result.exit_code == 0, result.output
+    cfg = load_config(Path(SMOKE))
+    total = sum(p.numel() for p in build_model(cfg, prepare_data(cfg).info).parameters())
+    assert f"{total:,}" in result.output and "conv 2 (PNAConv)" in result.output

@@ -175,6 +175,12 @@ def test_cli_predict_writes_both_csvs(trained, tmp_path):
     assert res.exit_code == 0, res.output
     assert len(out.read_text().splitlines()) == 3
     assert len((tmp_path / "pred.atoms.csv").read_text().splitlines()) == 1 + 64
+    evaluated = CliRunner().invoke(main, ["evaluate", str(result.run_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    metrics = json.loads(evaluated.output)
+    saved = json.loads((result.run_dir / "test_metrics.json").read_text())["heads"]
+    for head in ("H", "C", "M"):
+        assert metrics[head]["rmse_phys"] == pytest.approx(saved[head]["rmse_phys"], rel=1e-6)
 
 
 def test_experiment_writes_table(tmp_path, small_prepared):

@@ -6,6 +6,7 @@ Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one ro
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -92,6 +93,11 @@ def metrics_table(test: dict[str, dict[str, float]], units: dict[str, str]) -> T
     return table
 
 
+def _status(console: Console, quiet: bool, message: str):
+    """A spinner for a long step without a known length (only on a terminal)."""
+    return contextlib.nullcontext() if quiet or not console.is_terminal else console.status(message)
+
+
 def _progress(console: Console, quiet: bool) -> Progress | None:
     if quiet or not console.is_terminal:
         return None
@@ -122,7 +128,9 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
         check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
     started = time.perf_counter()
-    data = data or prepare_data(cfg, registry, log=say)
+    if data is None:
+        with _status(console, quiet or not runtime.is_main, "preparing data"):
+            data = prepare_data(cfg, registry, log=say)
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
