@@ -3,7 +3,9 @@ forward+backward of one conv layer, ours vs dgl.nn.PNAConv (same aggregators and
 full paper model (6 PNA layers of width 20, batch norm, heads H, C, M with FC 50/25).
 
 Target (issue 4): our PNA layer >= 2.5x faster than dgl.nn.PNAConv.
-Usage: python benchmarks/bench_model.py [--repeats 30]
+Timings are medians after warm-up; on a machine shared with other jobs they are noisy, and with more
+busy processes than cores 2 OpenMP threads can be slower than 1 (barrier stalls): compare --threads 1.
+Usage: python benchmarks/bench_model.py [--repeats 30] [--threads 2]
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def timed(step, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads (on a loaded shared machine, 1 avoids OpenMP oversubscription stalls)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         cfg = load_config(None, {"dataset.cache_dir": cache, "dataset.options": {"max_per_composition": 20}})
         data = prepare_data(cfg)

@@ -99,3 +99,34 @@ def test_model_summary_counts_parameters():
     cfg = load_config(Path(SMOKE))
     total = sum(p.numel() for p in build_model(cfg, prepare_data(cfg).info).parameters())
     assert f"{total:,}" in result.output and "conv 2 (PNAConv)" in result.output
+
+
+def test_quiet_silences_logs_but_not_results_or_errors():
+    loud = run("data", "prepare", "--config", SMOKE)
+    assert loud.exit_code == 0 and "graphs ready" in loud.stderr
+    quiet = run("-q", "data", "prepare", "--config", SMOKE)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    shown = run("-q", "config", "show", "--epochs", "7")
+    assert "epochs: 7" in shown.stdout
+    failed = run("-q", "config", "show", "--set", "training.epoks=3")
+    assert failed.exit_code == 1 and "did you mean 'epochs'" in failed.stderr
+
+
+def test_user_errors_outside_click_formats_leaked_validation_error():
+    import pytest
+
+    from hydradgl.cli.common import user_errors
+    from hydradgl.config import TrainingConfig
+
+    with pytest.raises(SystemExit) as exit_info, user_errors():
+        TrainingConfig(epochs=0)
+    assert exit_info.value.code == 1
+    with pytest.raises(ValueError), user_errors(debug=True):  # ValidationError is a ValueError
+        TrainingConfig(epochs=0)
+
+
+def test_error_text_with_brackets_is_not_taken_as_markup():
+    result = run("config", "show", "--set", "heads=[{name: H, layers: [8], alpah: 1}]")
+    assert result.exit_code == 1 and "heads[0].alpah: unknown key; did you mean 'alpha'?" in result.stderr
+    result = run("config", "show", "--dataset", "fe[pt]")
+    assert result.exit_code == 1 and "unknown dataset plugin 'fe[pt]'" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from hydradgl_plugins.datasets.fept import (FE, PT, lattice, sample_occupations, shell_matrices, toy_model)
 
@@ -44,3 +45,39 @@ def test_toy_model_charge_conserved_and_moments_physical():
     n_pt = first @ (~fe)
     np.testing.assert_allclose(moments[fe], 2.20 + 0.12 * n_pt[fe])
     assert (moments[~fe] < 0.35).all()
+
+
+def test_generated_files_give_documented_mixing_enthalpy(tmp_path):
+    """H read back through the LSMS reader equals docs/data.md's closed form J1 N1 + J2 N2 - K (...)."""
+    from hydradgl.plugins import DatasetContext
+    from hydradgl_plugins.datasets.fept import J1, J2, K_MAG, M_FE0, FePtOptions, load_fept
+
+    options = FePtOptions(max_per_composition=2, seed=4)
+    raw = load_fept(options, DatasetContext(cache_dir=tmp_path))
+    assert len(raw.structures) == 1 + 2 * 31 + 1 and "generated now" in raw.log[0]
+    pos, cell = lattice(2.76, 3.74)
+    first, second = shell_matrices(pos, cell)
+    for s in raw.structures[::7]:
+        fe = s.numbers == FE
+        pt = ~fe
+        m = s.targets["M"][:, 0]
+        expected = (J1 * (fe @ first @ pt) + J2 * (fe @ second @ pt)
+                    - K_MAG * (np.sum(m[fe] ** 2) - fe.sum() * M_FE0 ** 2))
+        assert s.targets["H"][0] == pytest.approx(expected, abs=1e-6)
+        assert abs(s.targets["C"].sum()) < 1e-6
+        np.testing.assert_allclose(s.positions, pos, atol=1e-6)
+    again = load_fept(options, DatasetContext(cache_dir=tmp_path))
+    assert "generated now" not in again.log[0] and again.fingerprint == raw.fingerprint
+
+
+def test_generation_race_keeps_the_first_folder(tmp_path):
+    """Two processes (DDP ranks) generating at once: the loser discards its copy instead of failing."""
+    from hydradgl_plugins.datasets.fept import FePtOptions, generate
+
+    options = FePtOptions(max_per_composition=1)
+    folder = tmp_path / "raw" / "fept-x"
+    generate(options, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    generate(options, folder)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert [p.name for p in folder.parent.iterdir()] == ["fept-x"]  # no temp folder left behind

@@ -99,3 +99,32 @@ def test_nan_target_in_pipeline_is_refused(tmp_path):
                   source="x.lsms")
     with pytest.raises(DataError, match="x.lsms: target 'M' has NaN"):
         check_finite(RawDataset(structures=[s], targets={}))
+
+
+def test_declared_atom_count_header(tmp_path):
+    path = tmp_path / "a.lsms"
+    path.write_text("# atoms: 2\n" + GOOD)
+    assert read_lsms(path)[1].shape[0] == 2
+    path.write_text("-10.0\n# atoms: 3\n26 0 0 0 0 26 2\n78 1 1.4 1.4 1.9 78 0.1\n")
+    with pytest.raises(DataError, match=r"a.lsms:2: header declares 3 atoms, found 2 atom lines"):
+        read_lsms(path)
+    path.write_text("# atoms: many\n" + GOOD)
+    with pytest.raises(DataError, match=r"a.lsms:1: '# atoms:' header must give a whole number, got 'many'"):
+        read_lsms(path)
+
+
+def test_column_mapping_and_extra_inputs(tmp_path):
+    # graph line: energy in column 1; atoms: charge in column 7, moment in 5, an extra input in column 6
+    (tmp_path / "a.lsms").write_text("7.5 -10.0\n26 0 0 0 0 2.5 0.3 25.9\n78 1 1.4 1.4 1.9 0.2 0.7 78.1\n")
+    options = LSMSOptions(path=tmp_path / "a.lsms", energy_column=1, charge_column=7, moment_column=5,
+                          reference_energies={26: -2.0, 78: -3.0}, input_columns={"spin": 6},
+                          extra_targets={"X": {"column": 0, "level": "graph", "unit": "u"}})
+    raw = load_lsms(options, DatasetContext(cache_dir=tmp_path))
+    s = raw.structures[0]
+    assert s.targets["H"].tolist() == [pytest.approx(-5.0)] and s.targets["X"].tolist() == [7.5]
+    np.testing.assert_allclose(s.targets["C"][:, 0], [-0.1, 0.1], atol=1e-12)
+    np.testing.assert_allclose(s.targets["M"][:, 0], [2.5, 0.2])
+    np.testing.assert_allclose(s.node_inputs["spin"][:, 0], [0.3, 0.7])
+    assert raw.node_inputs == {"spin": 1} and raw.targets["X"].unit == "u"
+    with pytest.raises(DataError, match=r"a.lsms: dataset.options.moment_column = 9 but the file has 8 atom-line"):
+        load_lsms(options.model_copy(update={"moment_column": 9}), DatasetContext(cache_dir=tmp_path))

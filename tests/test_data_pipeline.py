@@ -169,3 +169,49 @@ def test_extxyz_dataset(tmp_path):
     assert data.targets["q"].level == "node"
     prepared = prepare_data(cfg)
     assert prepared.info.species == [26, 78]
+
+
+def test_prediction_lsms_files_get_the_dataset_lattice(tmp_path, small_prepared):
+    from hydradgl.data.pipeline import graphs_for_prediction
+    from hydradgl_plugins.datasets.fept import lattice
+
+    pos, _ = lattice(2.76, 3.74)
+    lines = ["-1.0"] + [f"{26 if i % 2 else 78} {i} {x} {y} {z} 26 2" for i, (x, y, z) in enumerate(pos)]
+    (tmp_path / "new.lsms").write_text("\n".join(lines) + "\n")
+    flat = graphs_for_prediction([tmp_path / "new.lsms"], small_prepared.info, small_config(**{"graph.radius": 3.0}))
+    periodic = graphs_for_prediction([tmp_path / "new.lsms"], small_prepared.info,
+                                     small_config(**{"graph.periodic": True, "graph.radius": 3.0}))
+    assert len(flat) == 1 and flat.species.tolist() == [1 if i % 2 == 0 else 0 for i in range(32)]
+    assert periodic.num_edges[0] == 32 * 12  # bulk BCT within 3 A: 8 + 4 neighbours for every atom
+    assert flat.num_edges[0] < 32 * 12  # without images the slab's surface atoms lose neighbours
+
+
+def test_bad_dataset_option_names_its_key(tmp_path):
+    from hydradgl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dataset\.options\.max_per_composition"):
+        prepare_data(small_config(**{"dataset.options": {"max_per_composition": 0}}))
+    with pytest.raises(ConfigError, match=r"dataset\.options\.colour"):
+        prepare_data(small_config(**{"dataset.options": {"colour": 1}}))
+
+
+def test_cache_with_mismatched_arrays_is_rebuilt(tmp_path):
+    cfg = small_config(**{"dataset.cache_dir": str(tmp_path)})
+    first = load_dataset(cfg)
+    path = next((tmp_path / "processed").glob("*.npz"))
+    arrays, meta = cache.load(path)
+    cache.save(path, {**arrays, "src": arrays["src"][:-5]}, meta)  # readable, but not a valid dataset
+    again = load_dataset(cfg)
+    assert any("inconsistent" in n and "rebuilding" in n for n in again.log)
+    np.testing.assert_array_equal(again.graphs.src, first.graphs.src)
+    assert any("read from cache" in n for n in load_dataset(cfg).log)
+
+
+def test_periodic_graphs_without_a_lattice_are_refused(tmp_path):
+    from hydradgl.errors import DataError
+
+    (tmp_path / "pt.lsms").write_text("-2\n78 0 0 0 0 78 0\n78 1 2 0 0 78 0\n")
+    cfg = small_config(**{"dataset.name": "lsms", "dataset.options": {"path": str(tmp_path)},
+                          "dataset.cache_dir": str(tmp_path / "cache"), "graph.periodic": True})
+    with pytest.raises(DataError, match=r"pt.lsms: graph.periodic is set but this structure has no lattice"):
+        load_dataset(cfg)

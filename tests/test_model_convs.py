@@ -45,6 +45,8 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
         nbrs, eids = incoming(graph, i)
         z = [h[nbrs], h[i].expand(len(nbrs), -1)] + ([e[eids]] if tower.pre_edge is not None else [])
         m = torch.cat(z, dim=1) @ W.T + b
+        if tower.pre_rest is not None:
+            m = tower.pre_rest(torch.relu(m))
         aggs = {"mean": m.mean(0), "max": m.max(0).values, "min": m.min(0).values, "sum": m.sum(0),
                 "std": torch.sqrt(torch.relu((m * m).mean(0) - m.mean(0) ** 2) + pna_module.STD_EPS)}
         a = torch.cat([aggs[k] for k in aggregators])
@@ -69,6 +71,30 @@ def test_pna_matches_reference(edges, aggregators, scalers):
     e = torch.randn(graph.num_edges(), 4, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
     torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("edges", [False, True])
+def test_pna_deeper_pre_and_post_transforms_match_reference(edges):
+    graph = random_graph(seed=1)
+    aggregators, scalers, hist = ["mean", "min", "max", "std", "sum"], ["identity", "attenuation"], [0, 3, 5, 2]
+    options = PNAOptions(aggregators=aggregators, scalers=scalers, use_edge_features=edges,
+                         pre_layers=3, post_layers=2)
+    conv = make_pna(6, 5, options, ConvContext(edge_dim=4, degree_histogram=hist, cutoff=7.0)).double()
+    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    e = torch.randn(graph.num_edges(), 4, dtype=torch.float64)
+    expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
+    torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pna_undivided_input_feeds_every_tower_all_features():
+    graph = random_graph()
+    conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False),
+                    ConvContext(0, [0, 1, 1], 7.0)).double()
+    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    out = conv(graph, h)
+    for i, tower in enumerate(conv.towers):
+        expected = tower(graph, h, None, graph.in_degrees().double(), conv.delta)
+        torch.testing.assert_close(out[:, 4 * i:4 * (i + 1)], expected)
 
 
 def test_pna_towers_split_features():
@@ -142,3 +168,16 @@ def test_cgcnn_needs_edge_features_and_equal_widths():
         make_cgcnn(4, 4, CGCNNOptions(), ConvContext(0, None, 7.0))
     with pytest.raises(ConfigError, match="widths must match"):
         make_cgcnn(4, 8, CGCNNOptions(), ConvContext(2, None, 7.0))
+
+
+def test_pna_bad_options_are_named():
+    from pydantic import ValidationError
+
+    from hydradgl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.conv_options.towers = 3 must divide the layer widths \(20, 20\)"):
+        make_pna(20, 20, PNAOptions(towers=3), ConvContext(0, None, 7.0))
+    with pytest.raises(ValidationError, match="aggregators has repeated entries"):
+        PNAOptions(aggregators=["mean", "mean"])
+    with pytest.raises(ValidationError, match="pre_layers"):
+        PNAOptions(pre_layers=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hydradgl import __version__
-from hydradgl.cli.common import CleanErrorsGroup
+from hydradgl.cli.common import CleanErrorsGroup, console
 
 
 @click.group(cls=CleanErrorsGroup)
@@ -18,6 +18,7 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     ctx.obj["quiet"] = quiet
+    console.quiet = quiet  # logs off; results (stdout) and errors stay
 
 
 # Command modules attach their commands to `main` when imported.

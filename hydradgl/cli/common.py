@@ -2,39 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import format_validation_error, load_config
 from hydradgl.errors import ConfigError, HydraError
 
-console = Console(stderr=True, soft_wrap=True)  # logs and progress; results go to stdout
+console = Console(stderr=True, soft_wrap=True)  # logs and progress (silenced by --quiet); results go to stdout
+errors = Console(stderr=True, soft_wrap=True)  # error messages: shown even with --quiet
 out = Console()
 
 
+@contextlib.contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Turn a user's mistake (HydraError, or a pydantic ValidationError that leaked) into a short red
+    message on stderr and exit status 1; with ``debug`` re-raise it so the traceback shows.
+    Usable as ``with user_errors(debug):`` or as a decorator ``@user_errors()``."""
+    try:
+        yield
+    except (HydraError, ValidationError) as exc:
+        if debug:
+            raise
+        message = str(exc) if isinstance(exc, HydraError) else format_validation_error(exc, RunConfig)
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        raise SystemExit(1) from None
+
+
 class CleanErrorsGroup(click.Group):
-    """Runs subcommands so that a user's mistake (HydraError) prints one clear message, not a traceback."""
+    """Runs every subcommand inside :func:`user_errors`, so each gets clean errors and ``--debug``."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
+        with user_errors(debug=bool(ctx.params.get("debug") or (ctx.obj or {}).get("debug"))):
             return super().invoke(ctx)
-        except HydraError as exc:
-            if ctx.params.get("debug") or (ctx.obj or {}).get("debug"):
-                raise
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-            ctx.exit(1)
-        except ValidationError as exc:  # a pydantic model validated outside configio
-            if (ctx.obj or {}).get("debug"):
-                raise
-            console.print(f"[bold red]error:[/] {format_validation_error(exc, RunConfig)}", highlight=False)
-            ctx.exit(1)
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:

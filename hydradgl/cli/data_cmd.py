@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 
@@ -54,6 +55,11 @@ def info(run_options: dict) -> None:
     comps = Table(title=f"{len(counts)} compositions")
     comps.add_column("composition")
     comps.add_column("graphs", justify="right")
-    for label, n in sorted(counts.items()):
+    for label, n in sorted(counts.items(), key=lambda item: _natural(item[0])):
         comps.add_row(label, str(n))
     out.print(comps)
+
+
+def _natural(label: str) -> list:
+    """Sort key reading the counts in ``Fe2Pt30`` as numbers (Fe2 before Fe10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]

@@ -18,7 +18,7 @@ from hydradgl.data.graphset import GraphSet
 from hydradgl.data.normalize import Normalizer, fit_min_max
 from hydradgl.data.records import DatasetInfo, RawDataset, Structure, TargetInfo
 from hydradgl.data.splits import random_split, stratified_split
-from hydradgl.errors import DataError
+from hydradgl.errors import DataError, PluginError
 from hydradgl.plugins import DatasetContext, Registry, get_registry
 
 
@@ -43,6 +43,11 @@ def check_finite(raw: RawDataset) -> None:
 def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_inputs: dict[str, int],
          cfg: RunConfig) -> GraphSet:
     """Build every structure's graph and concatenate everything into one GraphSet (physical targets)."""
+    if cfg.graph.periodic:
+        lacking = next((s for s in structures if s.cell is None), None)
+        if lacking is not None:
+            raise DataError(f"{lacking.source}: graph.periodic is set but this structure has no lattice; give "
+                            "dataset.options.cell (LSMS) or a Lattice (extxyz), or set graph.periodic: false")
     memo: dict = {}
     src, dst, vec, n_nodes, n_edges = [], [], [], [], []
     for s in structures:
@@ -98,6 +103,27 @@ class LoadedData:
     log: list[str] = field(default_factory=list)
 
 
+def _restore(arrays: dict[str, np.ndarray], meta: dict, path: Path) -> LoadedData | str:
+    """The cached dataset, or why the file's contents do not fit together (then it is rebuilt)."""
+    try:
+        graphs = _from_cache(arrays, meta)
+        targets = {k: TargetInfo(**v) for k, v in meta["targets"].items()}
+        n_graphs, n_nodes, n_edges = len(graphs), int(graphs.node_ptr[-1]), int(graphs.edge_ptr[-1])
+        consistent = (len(graphs.edge_ptr) == n_graphs + 1 and len(graphs.numbers) == n_nodes
+                      and len(graphs.src) == len(graphs.dst) == len(graphs.dist) == n_edges
+                      and len(graphs.compositions) == n_graphs
+                      and all(len(v) == n_graphs for v in graphs.graph_targets.values())
+                      and all(len(v) == n_nodes for v in graphs.node_targets.values()))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return f"inconsistent ({type(exc).__name__}: {exc})"
+    if not consistent:
+        return "inconsistent (array lengths do not match)"
+    # The build's notes (reference energies, skipped files) still hold; say they are from then.
+    notes = [f"processed graphs read from cache {path}; notes from when it was built:",
+             *(f"  {note}" for note in meta["log"])]
+    return LoadedData(graphs, targets, meta["node_inputs"], notes)
+
+
 def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable[[str], None] | None = None) -> LoadedData:
     """Packed graphs of the configured dataset, from the processed cache when it is valid."""
     registry = registry or get_registry()
@@ -112,12 +138,11 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     if path is not None:
         cached = cache.load(path)
         if isinstance(cached, tuple):
-            arrays, meta = cached
-            notes = [*meta["log"], f"processed graphs read from cache {path}"]
-            for note in notes:
+            cached = _restore(*cached, path)
+        if isinstance(cached, LoadedData):
+            for note in cached.log:
                 emit(note)
-            return LoadedData(_from_cache(arrays, meta), {k: TargetInfo(**v) for k, v in meta["targets"].items()},
-                              meta["node_inputs"], notes)
+            return cached
         if cached != "missing":
             notes.append(f"cache {path} is {cached}: rebuilding it")
     raw = spec.factory(options, context)
@@ -185,36 +210,49 @@ def prepare_data(cfg: RunConfig, registry: Registry | None = None,
     return PreparedData(info, norm.apply(train), norm.apply(val), norm.apply(test), notes)
 
 
-def read_for_prediction(path: Path) -> list[Structure]:
-    """Structures (no targets) from an LSMS file, an extxyz file, or a folder of either."""
+def read_for_prediction(path: Path, cell: np.ndarray | None = None,
+                        pbc: tuple[bool, bool, bool] = (True, True, True)) -> list[Structure]:
+    """Structures (no targets) from an LSMS file, an extxyz file, or a folder of either.
+
+    LSMS files carry no lattice: they get ``cell``/``pbc`` (from the training dataset's options);
+    extxyz files bring their own.
+    """
     from hydradgl_plugins.datasets.extxyz import read_frames, to_structure
     from hydradgl_plugins.datasets.lsms import read_lsms
 
     path = Path(path)
     if path.is_dir():
         return [s for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")
-                for s in read_for_prediction(p)]
+                for s in read_for_prediction(p, cell, pbc)]
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
     if path.suffix in (".xyz", ".extxyz"):
         return [to_structure(a, f"{path}#{i}") for i, a in enumerate(read_frames(path))]
     _, table = read_lsms(path)
-    return [Structure(numbers=table[:, 0].astype(np.int64), positions=table[:, 2:5].copy(), source=str(path))]
+    return [Structure(numbers=table[:, 0].astype(np.int64), positions=table[:, 2:5].copy(), cell=cell,
+                      pbc=pbc if cell is not None else (False, False, False), source=str(path))]
+
+
+def dataset_lattice(cfg: RunConfig, registry: Registry | None = None) -> tuple[np.ndarray | None, tuple[bool, ...]]:
+    """The lattice the configured dataset gives LSMS files (its options' ``cell``/``pbc``), if any."""
+    try:
+        spec = (registry or get_registry()).dataset(cfg.dataset.name)
+    except PluginError:  # the training dataset's plugin is not installed here: no lattice from it
+        return None, (False, False, False)
+    options = parse_options(spec.options, cfg.dataset.options, "dataset.options", plugin=spec.name)
+    cell = getattr(options, "cell", None)
+    return (None if cell is None else np.asarray(cell, dtype=float)), tuple(getattr(options, "pbc", (True,) * 3))
 
 
 def graphs_for_prediction(paths: list[Path], info: DatasetInfo, cfg: RunConfig,
                           registry: Registry | None = None) -> GraphSet:
     """Graphs of new structures, built exactly like the training graphs, species checked against the model."""
-    structures = [s for p in paths for s in read_for_prediction(p)]
+    cell, pbc = dataset_lattice(cfg, registry)
+    structures = [s for p in paths for s in read_for_prediction(p, cell, pbc)]
     if not structures:
         raise DataError(f"no structures found in {', '.join(map(str, paths))}")
     if info.node_inputs:
         raise DataError("this model needs extra per-atom inputs "
                         f"({', '.join(info.node_inputs)}); predict reads only positions and elements")
-    if cfg.graph.periodic:
-        for s in structures:
-            if s.cell is None:
-                raise DataError(f"{s.source}: the model uses periodic images but this structure has no cell; "
-                                "give it as extxyz with a Lattice")
     graphs = pack(structures, {}, {}, cfg)
     return assign_species(graphs, info.species)

@@ -11,7 +11,7 @@ from hydradgl.atomic import atomic_open
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.plugins import Registry
 
-FORMAT = 1
+FORMAT = 2  # 2: RNG state of torch, numpy and python (1 held torch only)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -27,8 +27,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise TrainingError(f"{path}: not a readable hydradgl checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise TrainingError(f"{path}: not a hydradgl checkpoint of format {FORMAT}")
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise TrainingError(f"{path}: not a hydradgl checkpoint")
+    if payload["format"] != FORMAT:
+        raise TrainingError(f"{path}: checkpoint format {payload['format']} was written by another hydradgl version; "
+                            f"this one reads format {FORMAT}")
     return payload
 
 

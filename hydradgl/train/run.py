@@ -10,15 +10,12 @@ import contextlib
 import csv
 import io
 import json
-import random
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -33,6 +30,7 @@ from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
 from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
+from hydradgl.train.seeding import seed_everything
 from hydradgl.train.trainer import Trainer, evaluate
 
 MIN_FREE_BYTES = 50 * 2**20
@@ -51,12 +49,6 @@ def check_output_dir(path: Path) -> None:
     if free < MIN_FREE_BYTES:
         raise TrainingError(f"{path}: only {free / 2**20:.0f} MiB free on its disk; need at least "
                             f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and outputs")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass
@@ -150,19 +142,20 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
         f"{runtime.world_size} process(es) on {runtime.device}")
 
+    bar = _progress(console, quiet) if runtime.is_main else None
+    epoch_task = bar.add_task("epochs", total=cfg.training.epochs, completed=trainer.epoch) if bar else None
+    batch_task = bar.add_task("batches", total=len(trainer.loader)) if bar else None
+
     def on_epoch(row: dict[str, float]) -> None:
         if runtime.is_main:
             write_metrics_csv(run_dir / "metrics.csv", trainer.history)
         say(epoch_line(row, heads, cfg.training.epochs))
-
-    bar = _progress(console, quiet) if runtime.is_main else None
-    try:
         if bar is not None:
-            with bar:
-                task = bar.add_task("batches", total=len(trainer.loader))
-                trainer.fit(on_epoch, progress=lambda i, n: bar.update(task, completed=i))
-        else:
-            trainer.fit(on_epoch)
+            bar.update(epoch_task, completed=trainer.epoch)
+
+    try:
+        with bar if bar is not None else contextlib.nullcontext():
+            trainer.fit(on_epoch, progress=(lambda i, n: bar.update(batch_task, completed=i)) if bar else None)
     except KeyboardInterrupt:
         raise TrainingError(f"interrupted after epoch {trainer.epoch}; {run_dir / 'last.pt'} holds the last "
                             f"completed epoch: continue with `hydradgl train --resume {run_dir}`") from None

@@ -23,6 +23,7 @@ from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.metrics import ErrorSums
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
+from hydradgl.train.seeding import rng_state, set_rng_state
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "early_stopping": asdict(self.early), "epoch": self.epoch, "history": self.history,
-            "torch_rng": torch.get_rng_state(), **self.extra_state,
+            "rng": rng_state(), **self.extra_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -118,7 +119,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.early = EarlyStopping(**state["early_stopping"])
         self.epoch, self.history = state["epoch"], list(state["history"])
-        torch.set_rng_state(state["torch_rng"])
+        set_rng_state(state["rng"])
 
     def _save(self, name: str) -> None:
         if self.run_dir is not None and self.runtime.is_main:

@@ -19,6 +19,7 @@ from torch import nn
 from hydradgl import hookimpl
 from hydradgl.dglcompat import fn
 from hydradgl.errors import ConfigError
+from hydradgl.model.layers import mlp
 from hydradgl.plugins import ConvContext, ConvSpec
 
 Aggregator = Literal["mean", "min", "max", "std", "sum"]
@@ -34,6 +35,11 @@ class PNAOptions(BaseModel):
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
     use_edge_features: bool = Field(False, description="Feed the trunk's edge features into the messages (the paper's PNA: off; distance enters through the radius graph).")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
+    pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
+                                                 ">1: ReLU MLP evaluated per edge, slower).")
+    post_layers: int = Field(1, ge=1, description="Layers of the update transform U (ReLU between them).")
+    divide_input: bool = Field(True, description="Each tower sees its own slice of the input features "
+                                                 "(False: every tower sees all of them).")
 
     @model_validator(mode="after")
     def _unique(self) -> "PNAOptions":
@@ -56,21 +62,28 @@ def delta_from_histogram(histogram) -> float:
 class PNATower(nn.Module):
     """One tower: ``in_dim`` features in, ``out_dim`` out."""
 
-    def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str]):
+    def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str],
+                 pre_layers: int = 1, post_layers: int = 1):
         super().__init__()
         self.aggregators, self.scalers = aggregators, scalers
         self.pre_dst = nn.Linear(in_dim, in_dim)  # M's block acting on the receiver (carries M's bias)
         self.pre_src = nn.Linear(in_dim, in_dim, bias=False)
         self.pre_edge = nn.Linear(edge_dim, in_dim, bias=False) if edge_dim else None
-        self.post = nn.Linear((len(aggregators) * len(scalers) + 1) * in_dim, out_dim)
+        # Layers of M after the first: nonlinear, so the message must then be formed on every edge.
+        self.pre_rest = mlp(in_dim, [in_dim] * (pre_layers - 2), in_dim, "relu") if pre_layers > 1 else None
+        post_in = (len(aggregators) * len(scalers) + 1) * in_dim
+        self.post = mlp(post_in, [out_dim] * (post_layers - 1), out_dim, "relu") if post_layers > 1 \
+            else nn.Linear(post_in, out_dim)
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
 
-    def _reduce(self, graph, src_term: torch.Tensor, edge_term: torch.Tensor | None):
-        """Sum of u and u^2, and max of u and -u, over each node's incoming edges."""
+    def _reduce(self, graph, src_term: torch.Tensor, edge_term: torch.Tensor | None,
+                dst_term: torch.Tensor | None = None):
+        """Sum of u and u^2, and max of u and -u, over each node's incoming edges. With ``dst_term``
+        (pre_layers > 1) u is the whole message pre_rest(relu(A_i + B_j (+ C_ij)))."""
         out = {}
         with graph.local_scope():
-            if edge_term is None:
+            if edge_term is None and dst_term is None:
                 if self.need_sum:
                     graph.srcdata["s"] = torch.cat([src_term, src_term * src_term], dim=1)
                     graph.update_all(fn.copy_u("s", "m"), fn.sum("m", "s_out"))
@@ -81,9 +94,15 @@ class PNATower(nn.Module):
                     out["max"] = graph.dstdata["x_out"]
             else:
                 graph.srcdata["b"] = src_term
-                graph.edata["c"] = edge_term
-                graph.apply_edges(fn.u_add_e("b", "c", "u"))
-                u = graph.edata["u"]
+                if dst_term is None:
+                    graph.edata["c"] = edge_term
+                    graph.apply_edges(fn.u_add_e("b", "c", "u"))
+                    u = graph.edata["u"]
+                else:
+                    graph.dstdata["a"] = dst_term
+                    graph.apply_edges(fn.u_add_v("b", "a", "u"))
+                    u = graph.edata["u"] if edge_term is None else graph.edata["u"] + edge_term
+                    u = self.pre_rest(torch.relu(u))
                 if self.need_sum:
                     graph.edata["s"] = torch.cat([u, u * u], dim=1)
                     graph.update_all(fn.copy_e("s", "m"), fn.sum("m", "s_out"))
@@ -98,7 +117,11 @@ class PNATower(nn.Module):
                 delta: torch.Tensor) -> torch.Tensor:
         a = self.pre_dst(h)
         edge_term = self.pre_edge(edge_attr) if self.pre_edge is not None else None
-        reduced = self._reduce(graph, self.pre_src(h), edge_term)
+        if self.pre_rest is None:
+            reduced = self._reduce(graph, self.pre_src(h), edge_term)
+        else:  # the receiver term is inside the per-edge message already
+            reduced = self._reduce(graph, self.pre_src(h), edge_term, dst_term=a)
+            a = torch.zeros_like(a)
         f = a.shape[1]
         deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates, finite scalers
         has_edges = (degree > 0).unsqueeze(1).to(h.dtype)
@@ -136,12 +159,15 @@ class PNAConv(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, options: PNAOptions, context: ConvContext):
         super().__init__()
         towers = options.towers
-        if in_dim % towers or out_dim % towers:
+        if (options.divide_input and in_dim % towers) or out_dim % towers:
             raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths ({in_dim}, {out_dim})")
         edge_dim = context.edge_dim if options.use_edge_features else 0
         self.uses_edge_features = edge_dim > 0
+        self.divide_input = options.divide_input
+        tower_in = in_dim // towers if options.divide_input else in_dim
         self.towers = nn.ModuleList(
-            PNATower(in_dim // towers, out_dim // towers, edge_dim, options.aggregators, options.scalers)
+            PNATower(tower_in, out_dim // towers, edge_dim, options.aggregators, options.scalers,
+                     options.pre_layers, options.post_layers)
             for _ in range(towers))
         self.mixing = nn.Linear(out_dim, out_dim) if options.mixing else None
         # Saved with the model: the scalers must see the training set's delta after a restore.
@@ -151,7 +177,7 @@ class PNAConv(nn.Module):
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
         degree = graph.in_degrees().to(h.dtype)
         edges = edge_attr if self.uses_edge_features else None
-        slices = h.chunk(len(self.towers), dim=1)
+        slices = h.chunk(len(self.towers), dim=1) if self.divide_input else [h] * len(self.towers)
         out = torch.cat([t(graph, x, edges, degree, self.delta) for t, x in zip(self.towers, slices)], dim=1)
         return self.mixing(out) if self.mixing is not None else out
 

@@ -35,7 +35,16 @@ class FePtOptions(BaseModel):
     seed: int = Field(0, description="Seed of the configuration sampling and of the noise.")
     a: float = Field(2.76, gt=0, description="BCT lattice constant a (Angstrom).")
     c: float = Field(3.74, gt=0, description="BCT lattice constant c (Angstrom).")
-    noise: float = Field(0.0, ge=0, description="Std of Gaussian noise added to energies (Ry), moments and charges (scaled).")
+    noise: float = Field(0.0, ge=0, description="Std of Gaussian noise added to energies (Ry) and moments (mu_B).")
+
+    @property
+    def cell(self) -> list[list[float]]:
+        """The supercell's lattice vectors (rows, Angstrom): periodic images of new LSMS files use them."""
+        return lattice(self.a, self.c)[1].tolist()
+
+    @property
+    def pbc(self) -> tuple[bool, bool, bool]:
+        return (True, True, True)
 
 
 # Toy-model parameters (docs/data.md explains them).
@@ -133,10 +142,15 @@ def generate(options: FePtOptions, folder: Path) -> None:
             energy, charges, moments = toy_model(fe, first, second, rng, options.noise)
             write_lsms(tmp / f"fept_{int(fe.sum()):02d}fe_{i:06d}.lsms", energy, np.where(fe, FE, PT),
                        positions, charges, moments)
-        os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.is_dir():  # not another process (e.g. another DDP rank) finishing first: a real error
+            raise
 
 
 def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
@@ -144,8 +158,7 @@ def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
     generated = not folder.is_dir()
     if generated:
         generate(options, folder)
-    _, cell = lattice(options.a, options.c)
-    raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=cell.tolist()), context)
+    raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=options.cell), context)
     raw.log.insert(0, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
                       + (" (generated now)" if generated else ""))
     return raw

@@ -1,6 +1,7 @@
 """LSMS reader plugin: the text format HydraGNN reads for LSMS-3 DFT output, one file per configuration.
 
-Format (whitespace separated, ``#`` starts a comment line):
+Format (whitespace separated, ``#`` starts a comment line; an optional ``# atoms: N`` comment declares
+the atom count, checked like the ``num_atoms`` option):
 
 * line 1: graph-level values; column 0 is the total energy (Ry);
 * every further line is one atom: ``Z index x y z charge moment [more columns]`` with Z the proton
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -50,7 +52,12 @@ class LSMSOptions(BaseModel):
     num_atoms: int | None = Field(None, ge=1, description="Expected atoms per file (checked when set).")
     reference_energies: dict[int, float] | None = Field(
         None, description="Per-element reference energies (Ry) by proton number; default: pure-element files.")
+    energy_column: int = Field(0, ge=0, description="Column of line 1 holding the total energy (Ry), for H.")
+    charge_column: int = Field(5, ge=0, description="Atom-line column of the electron count, for C = charge - Z.")
+    moment_column: int = Field(6, ge=0, description="Atom-line column of the magnetic moment, for M.")
     extra_targets: dict[str, ColumnTarget] = Field(default_factory=dict, description="More targets by column.")
+    input_columns: dict[str, int] = Field(
+        default_factory=dict, description="Extra per-atom model inputs: name -> atom-line column.")
     cell: list[list[float]] | None = Field(None, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
     pbc: tuple[bool, bool, bool] = Field((True, True, True), description="Periodic axes when a cell is given.")
 
@@ -110,6 +117,9 @@ def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.
         table[row] = _floats(tokens, path, line_no)
     if num_atoms is not None and len(atoms) != num_atoms:
         raise DataError(f"{path}: expected {num_atoms} atoms, found {len(atoms)} atom lines")
+    declared = _declared_atoms(text, path)
+    if declared is not None and declared[1] != len(atoms):
+        raise DataError(f"{path}:{declared[0]}: header declares {declared[1]} atoms, found {len(atoms)} atom lines")
     z = table[:, 0]
     bad_z = np.flatnonzero((z != np.round(z)) | (z < 1) | (z > 118))
     if bad_z.size:
@@ -122,6 +132,22 @@ def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.
                         "(indices must run 0..n-1)")
     _check_distinct_positions(table[:, 2:5], path, [r[0] for r in atoms])
     return graph, table
+
+
+ATOMS_HEADER = re.compile(r"^[ \t]*#[ \t]*atoms[ \t]*[:=]?[ \t]*(\S*)", re.MULTILINE | re.IGNORECASE)
+
+
+def _declared_atoms(text: str, path: Path) -> tuple[int, int] | None:
+    """(line, count) of an optional ``# atoms: N`` comment line declaring the atom count."""
+    if "#" not in text:
+        return None
+    match = ATOMS_HEADER.search(text)
+    if match is None:
+        return None
+    line_no = text.count("\n", 0, match.start()) + 1
+    if not match.group(1).isdigit():
+        raise DataError(f"{path}:{line_no}: '# atoms:' header must give a whole number, got {match.group(1)!r}")
+    return line_no, int(match.group(1))
 
 
 def _check_distinct_positions(pos: np.ndarray, path: Path, line_numbers: list[int]) -> None:
@@ -187,22 +213,32 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
     structures = []
     for (path, graph, table), numbers in zip(parsed, numbers_of):
         ref = sum(refs[int(z)] for z in numbers)
-        targets = {"H": np.array([graph[0] - ref]), "C": (table[:, 5] - table[:, 0])[:, None],
-                   "M": table[:, 6][:, None]}
+        energy = _column(graph, options.energy_column, "energy_column", path)
+        charge = _column(table, options.charge_column, "charge_column", path)
+        targets = {"H": energy - ref, "C": charge - table[:, :1],
+                   "M": _column(table, options.moment_column, "moment_column", path)}
         for name, spec in options.extra_targets.items():
-            source = graph if spec.level == "graph" else table.T
-            if spec.column >= len(source):
-                raise DataError(f"{path}: dataset.options.extra_targets.{name}.column = {spec.column} "
-                                f"but the file has {len(source)} {spec.level}-level columns")
-            targets[name] = np.array([source[spec.column]]) if spec.level == "graph" else source[spec.column][:, None]
+            targets[name] = _column(graph if spec.level == "graph" else table, spec.column,
+                                    f"extra_targets.{name}.column", path)
+        inputs = {name: _column(table, col, f"input_columns.{name}", path)
+                  for name, col in options.input_columns.items()}
         structures.append(Structure(numbers=numbers, positions=table[:, 2:5].copy(), cell=cell,
                                     pbc=options.pbc if cell is not None else (False, False, False),
-                                    targets=targets, source=str(path)))
+                                    targets=targets, node_inputs=inputs, source=str(path)))
     infos = dict(BUILTIN_TARGETS)
     infos.update({n: TargetInfo(level=s.level, unit=s.unit, description=s.description)
                   for n, s in options.extra_targets.items()})
-    return RawDataset(structures=structures, targets=infos, fingerprint=digest.hexdigest(), log=log,
-                      skipped=skipped)
+    return RawDataset(structures=structures, targets=infos, node_inputs={n: 1 for n in options.input_columns},
+                      fingerprint=digest.hexdigest(), log=log, skipped=skipped)
+
+
+def _column(values: np.ndarray, column: int, key: str, path: Path) -> np.ndarray:
+    """Column ``column`` of the graph line (as shape (1,)) or of the atom table (as (n, 1))."""
+    width = values.shape[-1]
+    if column >= width:
+        level = "graph-line" if values.ndim == 1 else "atom-line"
+        raise DataError(f"{path}: dataset.options.{key} = {column} but the file has {width} {level} columns")
+    return values[column:column + 1] if values.ndim == 1 else values[:, column:column + 1].copy()
 
 
 def fingerprint_lsms(options: LSMSOptions, context: DatasetContext) -> str:
