@@ -4,10 +4,34 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
+from hydradgl.data.records import TargetInfo
 from hydradgl.errors import DataError
+
+
+class FileSetOptions(BaseModel):
+    """Options every file reader shares: a file, or a folder and a glob (readers set its default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="A file, or a folder of them.")
+    pattern: str = Field("*", description="Glob of files inside a folder.")
+
+
+class TargetSource(BaseModel):
+    """Where a reader finds a target (subclasses add the column or key) and what it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["graph", "node"]
+    unit: str = ""
+    description: str = ""
+
+    def info(self, dim: int = 1) -> TargetInfo:
+        return TargetInfo(level=self.level, dim=dim, unit=self.unit, description=self.description)
 
 
 def list_files(path: Path, pattern: str) -> list[Path]:

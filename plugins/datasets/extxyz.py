@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hydradgl import hookimpl
-from hydradgl.data.files import fingerprint_files, list_files
-from hydradgl.data.records import RawDataset, Structure, TargetInfo
+from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files
+from hydradgl.data.records import RawDataset, Structure
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
 
 
-class KeyTarget(BaseModel):
+class KeyTarget(TargetSource):
     """A target read from ``atoms.info[key]`` (graph level) or ``atoms.arrays[key]`` (node level)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     key: str
-    level: Literal["graph", "node"]
-    unit: str = ""
-    description: str = ""
 
 
-class ExtxyzOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExtxyzOptions(FileSetOptions):
+    """extxyz files (any number of frames each)."""
 
-    path: Path = Field(description="An extxyz file (any number of frames) or a folder of them.")
     pattern: str = Field("*.xyz", description="Glob of files inside a folder.")
     targets: dict[str, KeyTarget] = Field(
         default_factory=lambda: {"energy": KeyTarget(key="energy", level="graph", unit="eV")},
@@ -84,8 +77,7 @@ def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
     if not structures:
         raise DataError(f"{options.path}: no readable structures ({len(skipped)} file(s) skipped)")
     dims = {k: structures[0].node_inputs[k].shape[1] for k in options.node_inputs}
-    infos = {n: TargetInfo(level=t.level, dim=int(structures[0].targets[n].shape[-1]), unit=t.unit,
-                           description=t.description) for n, t in options.targets.items()}
+    infos = {n: t.info(dim=int(structures[0].targets[n].shape[-1])) for n, t in options.targets.items()}
     return RawDataset(structures=structures, targets=infos, node_inputs=dims, fingerprint=fingerprint_extxyz(options, context),
                       skipped=skipped, log=[f"extxyz: {len(structures)} structures"])
 

@@ -19,13 +19,13 @@ import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from hydradgl import hookimpl
-from hydradgl.data.files import fingerprint_files, list_files
+from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -33,22 +33,13 @@ from hydradgl.plugins import DatasetContext, DatasetSpec
 ATOM_FIXED_COLUMNS = 7  # Z index x y z charge moment
 
 
-class ColumnTarget(BaseModel):
+class ColumnTarget(TargetSource):
     """A target read from one column: graph level = a column of line 1, node level = a column of atom lines."""
 
-    model_config = ConfigDict(extra="forbid")
-
     column: int = Field(ge=0)
-    level: Literal["graph", "node"]
-    unit: str = ""
-    description: str = ""
 
 
-class LSMSOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path = Field(description="An LSMS file or a folder of them.")
-    pattern: str = Field("*", description="Glob of files inside a folder.")
+class LSMSOptions(FileSetOptions):
     num_atoms: int | None = Field(None, ge=1, description="Expected atoms per file (checked when set).")
     reference_energies: dict[int, float] | None = Field(
         None, description="Per-element reference energies (Ry) by proton number; default: pure-element files.")
@@ -226,7 +217,7 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
                                     pbc=options.pbc if cell is not None else (False, False, False),
                                     targets=targets, node_inputs=inputs, source=str(path)))
     infos = dict(BUILTIN_TARGETS)
-    infos.update({n: TargetInfo(level=s.level, unit=s.unit, description=s.description)
+    infos.update({n: s.info()
                   for n, s in options.extra_targets.items()})
     return RawDataset(structures=structures, targets=infos, node_inputs={n: 1 for n in options.input_columns},
                       fingerprint=digest.hexdigest(), log=log, skipped=skipped)
