@@ -105,14 +105,14 @@ def test_collated_batch_equals_dgl_batch(small_prepared):
     idx = np.array([5, 0, 17, 3])
     batch = collate(graphs, idx)
     reference = dgl.batch([_single_graph(graphs, g) for g in idx])
-    assert batch.graph.batch_num_nodes().tolist() == reference.batch_num_nodes().tolist()
-    assert batch.graph.batch_num_edges().tolist() == reference.batch_num_edges().tolist()
-    for a, b in zip(batch.graph.edges(), reference.edges()):
+    assert batch.graph.batch_num_nodes.tolist() == reference.batch_num_nodes().tolist()
+    assert batch.graph.batch_num_edges.tolist() == reference.batch_num_edges().tolist()
+    for a, b in zip((batch.graph.src, batch.graph.dst), reference.edges()):
         assert torch.equal(a, b)
     assert torch.equal(batch.edge_dist, reference.edata["dist"])
     assert torch.equal(batch.species, reference.ndata["species"])
     torch.testing.assert_close(batch.edge_vec.norm(dim=1), batch.edge_dist)
-    assert batch.graph_targets["H"].shape == (4, 1) and batch.node_targets["C"].shape == (batch.graph.num_nodes(), 1)
+    assert batch.graph_targets["H"].shape == (4, 1) and batch.node_targets["C"].shape == (batch.graph.num_nodes, 1)
     assert batch.graph_ids.tolist() == graphs.ids[idx].tolist()
 
 

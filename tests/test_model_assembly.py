@@ -10,7 +10,7 @@ import torch
 
 from hydradgl.data.batch import Batch
 from hydradgl.data.loader import collate
-from hydradgl.dglcompat import dgl
+from hydradgl.model.kernels import MessageGraph
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss
@@ -31,15 +31,14 @@ def test_output_shapes(conv, small_prepared):
     batch = collate(small_prepared.train, np.arange(5))
     out = model(batch)
     assert out["H"].shape == (5, 1)
-    assert out["C"].shape == out["M"].shape == (batch.graph.num_nodes(), 1)
+    assert out["C"].shape == out["M"].shape == (batch.graph.num_nodes, 1)
     assert model.head_levels == {"H": "graph", "C": "node", "M": "node"}
 
 
 def permuted(batch: Batch, perm: torch.Tensor) -> Batch:
     """The same single graph with node k renamed inverse[k] (edges and per-node data consistent)."""
     inverse = torch.argsort(perm)
-    src, dst = batch.graph.edges()
-    graph = dgl.graph((inverse[src], inverse[dst]), num_nodes=batch.graph.num_nodes())
+    graph = MessageGraph.from_edges(inverse[batch.graph.src], inverse[batch.graph.dst], batch.graph.num_nodes)
     return replace(batch, graph=graph, species=batch.species[perm], node_inputs=batch.node_inputs[perm],
                    node_targets={k: v[perm] for k, v in batch.node_targets.items()})
 
@@ -49,7 +48,7 @@ def test_graph_heads_invariant_node_heads_equivariant(conv, small_prepared):
     _, model = model_for(conv, small_prepared)
     model.eval()
     batch = collate(small_prepared.train, np.array([40]))
-    perm = torch.randperm(batch.graph.num_nodes(), generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(batch.graph.num_nodes, generator=torch.Generator().manual_seed(1))
     a, b = model(batch), model(permuted(batch, perm))
     torch.testing.assert_close(a["H"], b["H"], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a["C"][perm], b["C"], atol=1e-5, rtol=1e-5)

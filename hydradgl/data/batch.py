@@ -6,15 +6,15 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from hydradgl.dglcompat import dgl
+from hydradgl.model.kernels import MessageGraph
 
 
 @dataclass
 class Batch:
     """A mini-batch of graphs.
 
-    ``graph`` is a batched DGLGraph (``graph.batch_num_nodes()`` is set) holding both directions of
-    every neighbour pair, without self loops. Per-node and per-edge arrays are kept beside it (not in
+    ``graph`` is a :class:`~hydradgl.model.kernels.MessageGraph` holding both directions of every
+    neighbour pair, without self loops; convs and heads run their message passing through it. Per-node and per-edge arrays are kept beside it (not in
     ``graph.ndata``) so that models read them explicitly:
 
     * ``species``: (N,) long, index of each atom's element in the dataset's species list;
@@ -25,7 +25,7 @@ class Batch:
     * ``graph_ids``: (B,) long, index of each graph in its dataset (for predictions and plots).
     """
 
-    graph: dgl.DGLGraph
+    graph: MessageGraph
     species: torch.Tensor
     node_inputs: torch.Tensor
     edge_dist: torch.Tensor
@@ -36,7 +36,7 @@ class Batch:
 
     @property
     def num_graphs(self) -> int:
-        return int(self.graph.batch_size)
+        return self.graph.num_graphs
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """Move the graph and every tensor together."""
@@ -46,7 +46,7 @@ class Batch:
 
         return replace(
             self,
-            graph=self.graph.to(device),
+            graph=self.graph.to(device, non_blocking=non_blocking),
             species=move(self.species),
             node_inputs=move(self.node_inputs),
             edge_dist=move(self.edge_dist),

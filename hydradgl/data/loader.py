@@ -9,20 +9,19 @@ import torch
 
 from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphSet, gather_ranges
-from hydradgl.dglcompat import dgl
+from hydradgl.model.kernels import MessageGraph
 
 
 def collate(graphs: GraphSet, idx: np.ndarray) -> Batch:
-    """One Batch of graphs ``idx``: one DGLGraph built from offset edge arrays (no per-graph objects)."""
+    """One Batch of graphs ``idx``: one MessageGraph built from offset edge arrays (no per-graph objects)."""
     nodes, node_ptr = gather_ranges(graphs.node_ptr, idx)
     edges, edge_ptr = gather_ranges(graphs.edge_ptr, idx)
     edge_counts = np.diff(edge_ptr)
     offsets = np.repeat(node_ptr[:-1], edge_counts)
     src = torch.from_numpy(graphs.src[edges] + offsets)
     dst = torch.from_numpy(graphs.dst[edges] + offsets)
-    graph = dgl.graph((src, dst), num_nodes=int(node_ptr[-1]))
-    graph.set_batch_num_nodes(torch.from_numpy(np.diff(node_ptr)))
-    graph.set_batch_num_edges(torch.from_numpy(edge_counts))
+    graph = MessageGraph.from_edges(src, dst, int(node_ptr[-1]), torch.from_numpy(np.diff(node_ptr)),
+                                    torch.from_numpy(edge_counts))
     return Batch(
         graph=graph,
         species=torch.from_numpy(graphs.species[nodes]),

@@ -75,19 +75,24 @@ class HydraModel(nn.Module):
             self.head_levels[head.name] = target.level
             self.head_targets[head.name] = head.target_name
 
+    #: The kernel path convs and heads run on (see hydradgl.model.kernels).
+    kernels: str = "dgl"
+
     def trunk(self, batch: Batch) -> torch.Tensor:
         """Node features after the shared conv layers."""
+        graph = batch.graph.using(self.kernels)
         h = self.embedding(batch.species)
         if self.input_proj is not None:
             h = h + self.input_proj(batch.node_inputs)
         edge_attr = self.edge_features(batch.edge_dist) if self.needs_edges else None
         for conv, norm in zip(self.convs, self.norms):
-            h = self.act(norm(conv(batch.graph, h, edge_attr)))
+            h = self.act(norm(conv(graph, h, edge_attr)))
         return h
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         h = self.trunk(batch)
-        return {name: head(batch.graph, h) for name, head in self.heads.items()}
+        graph = batch.graph.using(self.kernels)
+        return {name: head(graph, h) for name, head in self.heads.items()}
 
 
 def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = None) -> HydraModel:

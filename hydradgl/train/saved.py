@@ -79,7 +79,7 @@ def predict(run: SavedRun, paths: list[Path], registry: Registry | None = None) 
     for batch in BatchLoader(graphs, run.cfg.training.batch_size):
         preds = run.model(batch.to(run.device))
         phys = {h: normalizer.denormalize(run.model.head_targets[h], p).cpu().numpy() for h, p in preds.items()}
-        counts = batch.graph.batch_num_nodes().cpu().numpy()
+        counts = batch.graph.batch_num_nodes.cpu().numpy()
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         for g, gid in enumerate(batch.graph_ids.cpu().numpy()):
             row = {"structure": int(gid), "source": graphs.sources[gid], "n_atoms": int(counts[g])}

@@ -13,7 +13,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from hydradgl import hookimpl
-from hydradgl.dglcompat import fn
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import ConvContext, ConvSpec
 
@@ -31,14 +30,8 @@ class CGCNNConv(nn.Module):
         self.edge = nn.Linear(edge_dim, 2 * dim, bias=False)
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        with graph.local_scope():
-            graph.srcdata["p"] = self.src(h)
-            graph.dstdata["q"] = self.dst(h)
-            graph.apply_edges(fn.u_add_v("p", "q", "z"))
-            z = graph.edata["z"] + self.edge(edge_attr)
-            graph.edata["m"] = torch.sigmoid(z[:, : self.dim]) * F.softplus(z[:, self.dim:])
-            graph.update_all(fn.copy_e("m", "m"), fn.sum("m", "agg"))
-            return h + graph.dstdata["agg"]
+        z = graph.u_add_v(self.src(h), self.dst(h)) + self.edge(edge_attr)
+        return h + graph.reduce(torch.sigmoid(z[:, : self.dim]) * F.softplus(z[:, self.dim:]), "sum")
 
 
 def make_cgcnn(in_dim: int, out_dim: int, options: CGCNNOptions, context: ConvContext) -> CGCNNConv:

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.dglcompat import fn
 from hydradgl.errors import ConfigError
 from hydradgl.model.layers import mlp
 from hydradgl.plugins import ConvContext, ConvSpec
@@ -81,37 +80,17 @@ class PNATower(nn.Module):
                 dst_term: torch.Tensor | None = None):
         """Sum of u and u^2, and max of u and -u, over each node's incoming edges. With ``dst_term``
         (pre_layers > 1) u is the whole message pre_rest(relu(A_i + B_j (+ C_ij)))."""
-        out = {}
-        with graph.local_scope():
-            if edge_term is None and dst_term is None:
-                if self.need_sum:
-                    graph.srcdata["s"] = torch.cat([src_term, src_term * src_term], dim=1)
-                    graph.update_all(fn.copy_u("s", "m"), fn.sum("m", "s_out"))
-                    out["sum"] = graph.dstdata["s_out"]
-                if self.need_max:
-                    graph.srcdata["x"] = torch.cat([src_term, -src_term], dim=1)
-                    graph.update_all(fn.copy_u("x", "m"), fn.max("m", "x_out"))
-                    out["max"] = graph.dstdata["x_out"]
-            else:
-                graph.srcdata["b"] = src_term
-                if dst_term is None:
-                    graph.edata["c"] = edge_term
-                    graph.apply_edges(fn.u_add_e("b", "c", "u"))
-                    u = graph.edata["u"]
-                else:
-                    graph.dstdata["a"] = dst_term
-                    graph.apply_edges(fn.u_add_v("b", "a", "u"))
-                    u = graph.edata["u"] if edge_term is None else graph.edata["u"] + edge_term
-                    u = self.pre_rest(torch.relu(u))
-                if self.need_sum:
-                    graph.edata["s"] = torch.cat([u, u * u], dim=1)
-                    graph.update_all(fn.copy_e("s", "m"), fn.sum("m", "s_out"))
-                    out["sum"] = graph.dstdata["s_out"]
-                if self.need_max:
-                    graph.edata["x"] = torch.cat([u, -u], dim=1)
-                    graph.update_all(fn.copy_e("x", "m"), fn.max("m", "x_out"))
-                    out["max"] = graph.dstdata["x_out"]
-        return out
+        if edge_term is None and dst_term is None:  # u lives on the source nodes
+            sum_in = graph.copy_u(torch.cat([src_term, src_term * src_term], dim=1), "sum") if self.need_sum else None
+            max_in = graph.copy_u(torch.cat([src_term, -src_term], dim=1), "max") if self.need_max else None
+            return {"sum": sum_in, "max": max_in}
+        if dst_term is None:
+            u = graph.gather_src(src_term) + edge_term
+        else:
+            u = graph.u_add_v(src_term, dst_term)
+            u = self.pre_rest(torch.relu(u if edge_term is None else u + edge_term))
+        return {"sum": graph.reduce(torch.cat([u, u * u], dim=1), "sum") if self.need_sum else None,
+                "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None, degree: torch.Tensor,
                 delta: torch.Tensor) -> torch.Tensor:

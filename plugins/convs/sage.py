@@ -1,8 +1,5 @@
-"""GraphSAGE convolution (Hamilton, Ying, Leskovec, NeurIPS 2017), through DGL's SAGEConv.
-
-h_i' = W_self h_i + W_neigh AGG_j(h_j) (+ b); AGG = mean, pool (max over a ReLU-activated linear
-map of the neighbours), or gcn. Edge features are not used.
-"""
+"""GraphSAGE convolution (Hamilton, Ying, Leskovec, "Inductive Representation Learning on Large
+Graphs", NeurIPS 2017), on hydradgl's kernel layer."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.dglcompat import dgl
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -24,18 +20,46 @@ class SAGEOptions(BaseModel):
 
 
 class SAGEConv(nn.Module):
+    r"""GraphSAGE layer.
+
+    .. math::
+        h_i' = W_{self} h_i + W_{neigh}\,\mathrm{AGG}_{j \in N(i)} h_j + b
+
+    with AGG the mean of the neighbours (``mean``), the max of ``ReLU(W_{pool} h_j + b_{pool})``
+    (``pool``), or for ``gcn`` :math:`h_i' = W_{neigh} (h_i + \sum_j h_j) / (d_i + 1) + b` (no self
+    term). Edge features are not used; an atom without neighbours aggregates 0.
+
+    Args:
+        in_dim: input node feature width.
+        out_dim: output width.
+        aggregator: ``mean``, ``pool`` or ``gcn``.
+
+    Shapes:
+        node features (N, in_dim) -> (N, out_dim).
+    """
+
     uses_edge_features = False
 
-    def __init__(self, in_dim: int, out_dim: int, options: SAGEOptions):
+    def __init__(self, in_dim: int, out_dim: int, aggregator: str = "mean"):
         super().__init__()
-        self.conv = dgl.nn.SAGEConv(in_dim, out_dim, options.aggregator)
+        self.aggregator = aggregator
+        self.fc_pool = nn.Linear(in_dim, in_dim) if aggregator == "pool" else None
+        self.fc_self = nn.Linear(in_dim, out_dim, bias=False) if aggregator != "gcn" else None
+        self.fc_neigh = nn.Linear(in_dim, out_dim)
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(graph, h)
+        if self.aggregator == "mean":
+            neigh = graph.copy_u(h, "mean")
+        elif self.aggregator == "pool":
+            neigh = graph.copy_u(torch.relu(self.fc_pool(h)), "max")
+        else:
+            degree = graph.in_degrees().to(h.dtype).unsqueeze(1)
+            return self.fc_neigh((graph.copy_u(h, "sum") + h) / (degree + 1))
+        return self.fc_self(h) + self.fc_neigh(neigh)
 
 
 def make_sage(in_dim: int, out_dim: int, options: SAGEOptions, context: ConvContext) -> SAGEConv:
-    return SAGEConv(in_dim, out_dim, options)
+    return SAGEConv(in_dim, out_dim, options.aggregator)
 
 
 @hookimpl

@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.dglcompat import dgl
 from hydradgl.model.layers import mlp
 from hydradgl.plugins import HeadContext, HeadSpec
 
@@ -27,8 +26,7 @@ class GraphHead(nn.Module):
         self.mlp = mlp(in_dim, layers, out_dim, act)
 
     def forward(self, graph, h: torch.Tensor) -> torch.Tensor:
-        pooled = dgl.ops.segment_reduce(graph.batch_num_nodes(), h, self.readout)
-        return self.mlp(pooled)
+        return self.mlp(graph.readout(h, self.readout))
 
 
 def make_graph_head(in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions,

@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.dglcompat import fn
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -37,13 +36,11 @@ class GINConv(nn.Module):
         layers.append(nn.Linear(width, out_dim))
         self.mlp = nn.Sequential(*layers)
         self.eps = nn.Parameter(torch.zeros(1), requires_grad=options.learn_eps)
-        self.reduce = {"sum": fn.sum, "mean": fn.mean, "max": fn.max}[options.aggregator]
+        self.aggregator = options.aggregator
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        with graph.local_scope():
-            graph.srcdata["h"] = h
-            graph.update_all(fn.copy_u("h", "m"), self.reduce("m", "agg"))
-            return self.mlp((1 + self.eps) * h + graph.dstdata["agg"])
+        # ``graph`` is hydradgl's MessageGraph: its ops run on DGL's kernels or plain torch.
+        return self.mlp((1 + self.eps) * h + graph.copy_u(h, self.aggregator))
 
 
 def make_gin(in_dim: int, out_dim: int, options: GINOptions, context: ConvContext) -> GINConv:
