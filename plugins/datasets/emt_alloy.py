@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from hydradgl import hookimpl
 from hydradgl.atomic import atomic_open
@@ -64,7 +64,7 @@ class EMTAlloyOptions(BaseModel):
     @classmethod
     def _lattice(cls, value: str) -> str:
         if value not in LATTICES:
-            raise ValueError(f"{value!r} is not supported; allowed lattices: {', '.join(LATTICES)}")
+            raise ValueError(f"not supported; allowed lattices: {', '.join(LATTICES)}")
         return value
 
     @field_validator("supercell")
@@ -74,16 +74,22 @@ class EMTAlloyOptions(BaseModel):
             raise ValueError(f"repetitions must be >= 1, got {value}")
         return value
 
-    @model_validator(mode="after")
-    def _step_divides_sites(self) -> "EMTAlloyOptions":
-        if self.n_sites % self.composition_step:
-            raise ValueError(f"composition_step {self.composition_step} does not divide the {self.n_sites} sites "
-                             f"of supercell {self.supercell}")
-        return self
+    @field_validator("composition_step")
+    @classmethod
+    def _step_divides_sites(cls, value: int, info: ValidationInfo) -> int:
+        supercell = info.data.get("supercell")  # absent when the supercell itself was invalid
+        if supercell is not None and site_count(supercell) % value:
+            raise ValueError(f"{value} does not divide the {site_count(supercell)} sites of supercell {tuple(supercell)}")
+        return value
 
     @property
     def n_sites(self) -> int:
-        return 4 * int(np.prod(self.supercell))
+        return site_count(self.supercell)
+
+
+def site_count(supercell: tuple[int, int, int]) -> int:
+    """Sites of a supercell of the 4-atom conventional fcc cell."""
+    return 4 * int(np.prod(supercell))
 
 
 def target_infos(forces: bool) -> dict[str, TargetInfo]:
