@@ -130,3 +130,17 @@ def test_error_text_with_brackets_is_not_taken_as_markup():
     assert result.exit_code == 1 and "heads[0].alpah: unknown key; did you mean 'alpha'?" in result.stderr
     result = run("config", "show", "--dataset", "fe[pt]")
     assert result.exit_code == 1 and "unknown dataset plugin 'fe[pt]'" in result.stderr
+
+
+def test_data_info_says_which_readout_fits_each_graph_target(tmp_path):
+    options = '{"per_composition": 1, "supercell": [1, 1, 2]}'
+    info = run("data", "info", "--set", "dataset.name=emt-alloy", "--set", f"dataset.options={options}",
+               "--set", "graph.periodic=true", "--set", "graph.radius=4.0")
+    assert info.exit_code == 0, info.output
+    rows = {line.split("│")[1].strip(): line for line in info.output.splitlines() if line.startswith("│")}
+    assert "sum" in rows["energy"] and "mean" not in rows["energy"]  # total energy: extensive
+    assert "mean" in next(v for k, v in rows.items() if k.startswith("mixing"))  # eV/atom: intensive
+    assert "readout: the graph-head pooling" in info.output
+    fept = run("data", "info", "--config", SMOKE)
+    rows = {line.split("│")[1].strip(): line for line in fept.output.splitlines() if line.startswith("│")}
+    assert "sum" in rows["H"] and "sum" not in rows["M"]  # H: mixing enthalpy of the whole cell; M: node level

@@ -95,5 +95,5 @@ def test_builtins_come_through_entry_points(registry):
     builtin = registry.distributions["hydradgl"]
     assert builtin.builtin and not builtin.broken
     assert sorted(builtin.provides["conv"]) == ["cgcnn", "pna", "sage"]
-    assert sorted(builtin.provides["dataset"]) == ["extxyz", "fept", "lsms"]
+    assert sorted(builtin.provides["dataset"]) == ["emt-alloy", "extxyz", "fept", "lsms"]
     assert registry.head("graph-head").level == "graph" and registry.head("node-head").level == "node"

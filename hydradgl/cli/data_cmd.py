@@ -11,6 +11,7 @@ from rich.table import Table
 
 from hydradgl.cli.app import main
 from hydradgl.cli.common import config_from_options, console, out, run_config_options
+from hydradgl.data.records import TargetInfo
 
 
 @main.group()
@@ -43,14 +44,18 @@ def info(run_options: dict) -> None:
     out.print(f"dataset {cfg.dataset.name}: {len(g)} graphs, {int(g.num_nodes.sum())} atoms, "
               f"{int(g.num_edges.sum())} edges, mean degree {degree:.2f} (cutoff {cfg.graph.radius} A)")
     targets = Table(title="targets")
-    for col in ("name", "level", "dim", "min", "max", "unit", "description"):
+    for col in ("name", "level", "dim", "min", "max", "unit", "readout", "description"):
         targets.add_column(col)
     arrays = {**g.graph_targets, **g.node_targets}
     for name, t in loaded.targets.items():
         v = arrays.get(name)
         lo, hi = (f"{np.min(v):.4g}", f"{np.max(v):.4g}") if v is not None else ("—", "—")
-        targets.add_row(name, t.level, str(t.dim), lo, hi, t.unit, t.description)
+        targets.add_row(name, t.level, str(t.dim), lo, hi, t.unit, _readout(t), t.description)
     out.print(targets)
+    if any(t.level == "graph" for t in loaded.targets.values()):
+        out.print("readout: the graph-head pooling (head option `readout`) that fits each graph target: "
+                  "sum for extensive targets (growing with the atom count, e.g. total energy), mean for "
+                  "intensive ones (per-atom values, e.g. mixing energy per atom); ? = the dataset does not say.")
     counts = Counter(g.compositions)
     comps = Table(title=f"{len(counts)} compositions")
     comps.add_column("composition")
@@ -58,6 +63,15 @@ def info(run_options: dict) -> None:
     for label, n in sorted(counts.items(), key=lambda item: _natural(item[0])):
         comps.add_row(label, str(n))
     out.print(comps)
+
+
+def _readout(target: TargetInfo) -> str:
+    """``sum (extensive)``, ``mean (intensive)``, ``?`` (a graph target of unknown extensivity) or ``—`` (node)."""
+    if target.level != "graph":
+        return "—"
+    if target.readout is None:
+        return "?"
+    return f"{target.readout} ({'extensive' if target.extensive else 'intensive'})"
 
 
 def _natural(label: str) -> list:

@@ -29,9 +29,13 @@ class TargetSource(BaseModel):
     level: Literal["graph", "node"]
     unit: str = ""
     description: str = ""
+    extensive: bool | None = Field(
+        None, description="Graph targets: true if the value grows with the atom count (total energy: sum "
+        "readout), false if not (per-atom values: mean readout); shown by `hydradgl data info`.")
 
     def info(self, dim: int = 1) -> TargetInfo:
-        return TargetInfo(level=self.level, dim=dim, unit=self.unit, description=self.description)
+        return TargetInfo(level=self.level, dim=dim, unit=self.unit, description=self.description,
+                          extensive=self.extensive)
 
 
 def list_files(path: Path, pattern: str) -> list[Path]:

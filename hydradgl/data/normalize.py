@@ -48,3 +48,9 @@ class Normalizer:
         """A copy of ``graphs`` with normalized targets."""
         return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},
                                    {k: self.normalize_array(k, v) for k, v in graphs.node_targets.items()})
+
+    def restore(self, graphs: GraphSet) -> GraphSet:
+        """A copy of normalized ``graphs`` with targets back in physical units (the inverse of ``apply``)."""
+        back = lambda k, v: v.astype(np.float64) * self.span[k] + self.lo[k]  # noqa: E731
+        return graphs.with_targets({k: back(k, v) for k, v in graphs.graph_targets.items()},
+                                   {k: back(k, v) for k, v in graphs.node_targets.items()})

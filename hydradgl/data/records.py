@@ -12,7 +12,11 @@ Level = Literal["graph", "node"]
 
 
 class TargetInfo(BaseModel):
-    """One predictable property of a dataset (e.g. ``H``: mixing enthalpy, graph level, Ry)."""
+    """One predictable property of a dataset (e.g. ``H``: mixing enthalpy, graph level, Ry).
+
+    ``extensive`` (graph targets): True when the value grows with the number of atoms (total energy:
+    a sum readout fits), False when it does not (energy per atom: a mean readout fits), None if unknown.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +24,14 @@ class TargetInfo(BaseModel):
     dim: int = 1
     unit: str = ""
     description: str = ""
+    extensive: bool | None = None
+
+    @property
+    def readout(self) -> str | None:
+        """The graph-head readout that fits this target (``sum``/``mean``), None when unknown or node level."""
+        if self.level != "graph" or self.extensive is None:
+            return None
+        return "sum" if self.extensive else "mean"
 
 
 @dataclass

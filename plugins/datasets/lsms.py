@@ -54,7 +54,8 @@ class LSMSOptions(FileSetOptions):
 
 
 BUILTIN_TARGETS = {
-    "H": TargetInfo(level="graph", unit="Ry", description="mixing enthalpy E_total - sum_t N_t e_t"),
+    "H": TargetInfo(level="graph", unit="Ry", extensive=True,
+                    description="mixing enthalpy E_total - sum_t N_t e_t"),
     "C": TargetInfo(level="node", unit="e", description="charge transfer: electron count - Z"),
     "M": TargetInfo(level="node", unit="mu_B", description="magnetic moment"),
 }
