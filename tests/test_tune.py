@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import optuna
 import pytest
@@ -20,7 +21,7 @@ from hydradgl.tune.study import run_tune
 
 SPACE = {"model.hidden": {"type": "int", "low": 8, "high": 16},
          "training.lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
-         "heads.M.alpha": {"type": "categorical", "choices": [0.5, 1.0]}}
+         "heads.M.layers": {"type": "categorical", "choices": [[50, 25], [16]]}}
 
 
 def tune_config(tmp_path, **overrides):
@@ -51,7 +52,7 @@ def test_search_is_interrupted_resumed_and_its_best_config_trains(tmp_path, monk
     first = optuna.load_study(study_name="hydradgl", storage=f"sqlite:///{out / 'study.db'}").trials
     assert [t.state.name for t in first] == ["COMPLETE", "COMPLETE", "FAIL"]
     # Trial 0 is the config as given (the yardstick).
-    assert first[0].params == {"model.hidden": 16, "training.lr": 1e-3, "heads.M.alpha": 1.0}
+    assert first[0].params == {"model.hidden": 16, "training.lr": 1e-3, "heads.M.layers": "[50, 25]"}
     assert first[0].user_attrs["baseline"]
 
     resumed = run_tune(load_config(out / "tune.yaml"), out, resume=True, quiet=True)
@@ -67,7 +68,7 @@ def test_search_is_interrupted_resumed_and_its_best_config_trains(tmp_path, monk
     best_cfg = load_config(out / "best.yaml")
     assert best_cfg.model.hidden == best.params["model.hidden"]
     assert best_cfg.training.lr == pytest.approx(best.params["training.lr"])
-    assert best_cfg.heads[1].name == "M" and best_cfg.heads[1].alpha == best.params["heads.M.alpha"]
+    assert best_cfg.heads[1].name == "M" and json.dumps(best_cfg.heads[1].layers) == best.params["heads.M.layers"]
     with open(out / "trials.csv") as f:
         assert [int(r["trial"]) for r in csv.DictReader(f)] == [t.number for t in trials]
     assert (out / "plots" / "optimization_history.png").stat().st_size > 0
@@ -91,8 +92,11 @@ def test_pruned_trials_are_marked_pruned_and_stop_early(tmp_path, monkeypatch):
 
 
 def test_head_rmse_objective_and_head_keys(tmp_path):
-    cfg = tune_config(tmp_path, **{"tune.objective": "val_rmse:M"})
-    check_space(cfg)
+    weights = {**SPACE, "heads.0.alpha": {"type": "float", "low": 0.1, "high": 2}}
+    check_space(tune_config(tmp_path, **{"tune.objective": "val_rmse:M", "tune.space": weights}))
+    with pytest.raises(ConfigError, match="tune.space.heads.0.alpha: the objective val_loss is weighted"):
+        check_space(tune_config(tmp_path, **{"tune.space": weights}))
+    cfg = tune_config(tmp_path)
     by_index = apply_values(cfg, {"heads.1.alpha": 0.25, "heads[0].layers": [8]}, tmp_path / "x")
     assert by_index.heads[1].alpha == 0.25 and by_index.heads[0].layers == [8]
     assert tune_study.objective_value({"val_loss": 1.0, "val_M_rmse": 0.5}, "val_rmse:M") == 0.5

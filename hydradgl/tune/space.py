@@ -113,6 +113,10 @@ def check_space(cfg: RunConfig) -> None:
                               "e.g. model.hidden, training.lr, heads.0.alpha)") from None
         for value in probe_values(param):
             apply_values(cfg, {key: value}, Path(cfg.output_dir))
+    weights = [k for k in space if (_head_index(k, [h.model_dump() for h in cfg.heads]) or (0, ""))[1] == "alpha"]
+    if weights and tune.objective == "val_loss":
+        raise ConfigError(f"tune.space.{weights[0]}: the objective val_loss is weighted by the heads' alpha, so "
+                          "searching alpha would only shrink the weights; use tune.objective: val_rmse:HEAD")
     if tune.objective.startswith("val_rmse:"):
         head = tune.objective.split(":", 1)[1]
         names = [h.name for h in cfg.heads]
