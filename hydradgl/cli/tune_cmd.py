@@ -24,7 +24,8 @@ DEFAULT_DIR = Path("runs/tune")
                    "worker process joins a running search.")
 @click.pass_context
 def tune(ctx: click.Context, run_options: dict, trials: int | None, timeout: float | None, resume: Path | None) -> None:
-    """Search the config's `tune.space` with Optuna; the study is kept in DIR/study.db (default DIR: runs/tune)."""
+    """Search the config's `tune.space` with Optuna; the study is kept in DIR/study.db (DIR: --output, else the
+    config's output_dir, else runs/tune)."""
     from hydradgl.tune.study import BASE_CONFIG, run_tune
 
     overrides = overrides_from_options(run_options)
@@ -37,6 +38,6 @@ def tune(ctx: click.Context, run_options: dict, trials: int | None, timeout: flo
         cfg = load_config(resume / BASE_CONFIG, search)
         out_dir = resume
     else:
-        out_dir = overrides.pop("output_dir", None) or DEFAULT_DIR
         cfg = load_config(run_options.get("config_path"), {**overrides, **search})
+        out_dir = cfg.output_dir if "output_dir" in cfg.model_fields_set else DEFAULT_DIR
     run_tune(cfg, Path(out_dir), resume=resume is not None, console=console, quiet=ctx.obj["quiet"], results=out)

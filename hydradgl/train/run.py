@@ -1,7 +1,8 @@
 """One training run end to end: checks, data, model, trainer, and the run directory's outputs.
 
 Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one row per epoch),
-``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``.
+``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``, and
+``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
 """
 
 from __future__ import annotations
