@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.table import Table
 
@@ -58,6 +59,7 @@ def plot_history(trials: list, objective: str, path: Path) -> None:
     ax.scatter(numbers, values, s=16, label="trial")
     ax.step(numbers, best, where="post", color="tab:red", label="best so far")
     ax.set(xlabel="trial", ylabel=objective, yscale="log", title="optimization history")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     save_figure(fig, path)
 

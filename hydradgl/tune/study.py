@@ -119,12 +119,11 @@ def open_study(optuna, cfg: RunConfig, out_dir: Path):
 
 
 def prepare_tune_dir(cfg: RunConfig, out_dir: Path, resume: bool) -> None:
-    """A new search writes ``tune.yaml``; it refuses a directory that already holds a study."""
-    if resume:
-        if not (out_dir / STUDY_DB).exists():
-            raise ConfigError(f"{out_dir}: no {STUDY_DB} to resume; start a search with `hydradgl tune -o {out_dir}`")
-        return
-    if (out_dir / STUDY_DB).exists():
+    """Write ``tune.yaml`` (on resume too: a raised ``--trials`` then holds for later workers); a new search
+    refuses a directory that already holds a study, a resumed one needs it."""
+    if resume and not (out_dir / STUDY_DB).exists():
+        raise ConfigError(f"{out_dir}: no {STUDY_DB} to resume; start a search with `hydradgl tune -o {out_dir}`")
+    if not resume and (out_dir / STUDY_DB).exists():
         raise ConfigError(f"{out_dir} already holds a study ({STUDY_DB}): continue it with "
                           f"`hydradgl tune --resume {out_dir}`, or choose another --output")
     check_output_dir(out_dir)
