@@ -96,6 +96,84 @@ class TrainingConfig(Section):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
 
 
+class LoggerConfig(Section):
+    name: str = Field(description="Logger plugin name (see `hydradgl list-plugins`).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options of the logger plugin.")
+
+
+class TrackingConfig(Section):
+    """Where a run's metric stream goes besides metrics.csv: TensorBoard and logger plugins (rank 0 only)."""
+
+    tensorboard: Literal["auto", "on", "off"] = Field(
+        "auto", description="TensorBoard event files in the run directory: auto (when the tensorboard package "
+        "is installed), on (required), off.")
+    loggers: list[LoggerConfig] = Field(
+        default_factory=list, description="Logger plugins that receive the same stream, e.g. [{name: mlflow}].")
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        """``loggers: [mlflow]`` is short for ``loggers: [{name: mlflow}]``."""
+        return [{"name": item} if isinstance(item, str) else item for item in v] if isinstance(v, list) else v
+
+
+class ParamRange(Section):
+    """One searched config key: a float or int range (optionally log-scaled or stepped) or a list of choices."""
+
+    type: Literal["float", "int", "categorical"] = Field(description="float, int or categorical.")
+    low: float | None = Field(None, description="Lower bound (float, int).")
+    high: float | None = Field(None, description="Upper bound, inclusive (float, int).")
+    log: bool = Field(False, description="Sample on a log scale (float, int).")
+    step: float | None = Field(None, gt=0, description="Grid step (float, int); not with log.")
+    choices: list[Any] | None = Field(None, description="The values to choose from (categorical).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ParamRange":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty `choices` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter needs `low` and `high`")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("`log` and `step` cannot be combined")
+        if self.type == "int" and any(v is not None and v != int(v) for v in (self.low, self.high, self.step)):
+            raise ValueError("an int parameter needs whole-number low, high and step")
+        return self
+
+
+class TuneConfig(Section):
+    """The hyper-parameter search of `hydradgl tune` (ignored by `hydradgl train`)."""
+
+    space: dict[str, ParamRange] = Field(
+        default_factory=dict, description="Searched keys, dotted like --set (`model.hidden`, `training.lr`, "
+        "`heads.0.alpha` or `heads.H.alpha`) -> a range or choices.")
+    objective: str = Field(
+        "val_loss", description="What is minimized: val_loss (weighted validation loss of the kept model) or "
+        "val_rmse:HEAD (that head's normalized validation RMSE).")
+    trials: int = Field(20, ge=1, description="Trials in the study in all (finished ones, pruned included).")
+    timeout: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
+    pruner: Literal["median", "halving", "none"] = Field(
+        "median", description="Stop unpromising trials early on their per-epoch validation value.")
+    startup_trials: int = Field(2, ge=0, description="Trials that are never pruned (the pruner's baseline).")
+    warmup_epochs: int = Field(1, ge=0, description="Epochs of a trial before the median pruner may stop it.")
+    baseline: bool = Field(True, description="Trial 0 trains the config as given (its own values of the searched "
+                           "keys): the yardstick the search has to beat.")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="How trial values are chosen.")
+    seed: int = Field(0, description="Seed of the sampler.")
+
+    @field_validator("objective")
+    @classmethod
+    def _objective(cls, v: str) -> str:
+        if v == "val_loss" or (v.startswith("val_rmse:") and v[len("val_rmse:"):]):
+            return v
+        raise ValueError(f"objective must be val_loss or val_rmse:HEAD, got {v!r}")
+
+
 def default_heads() -> list[HeadConfig]:
     """The paper's three heads on the FePt data: mixing enthalpy H, charge transfer C, magnetic moment M."""
     return [HeadConfig(name="H"), HeadConfig(name="C"), HeadConfig(name="M")]
@@ -110,6 +188,8 @@ class RunConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     heads: list[HeadConfig] = Field(default_factory=default_heads, min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     output_dir: Path = Field(Path("runs/latest"), description="Run directory (config, checkpoints, metrics, plots).")
 
     @model_validator(mode="after")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hydradgl.config import (DatasetConfig, GraphConfig, HeadConfig, ModelConfig, RunConfig, SplitConfig,
-                             TrainingConfig)
+from hydradgl.config import (DatasetConfig, GraphConfig, HeadConfig, LoggerConfig, ModelConfig, ParamRange,
+                             RunConfig, SplitConfig, TrackingConfig, TrainingConfig, TuneConfig)
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("dataset", DatasetConfig), ("graph", GraphConfig), ("split", SplitConfig), ("model", ModelConfig),
-    ("heads[]", HeadConfig), ("training", TrainingConfig),
+    ("heads[]", HeadConfig), ("training", TrainingConfig), ("tracking", TrackingConfig),
+    ("tracking.loggers[]", LoggerConfig), ("tune", TuneConfig), ("tune.space.<key>", ParamRange),
 ]
 
 

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from hydradgl import hookspecs
 from hydradgl.errors import PluginError
 
-Kind = Literal["dataset", "conv", "head"]
-KINDS: tuple[Kind, ...] = ("dataset", "conv", "head")
+Kind = Literal["dataset", "conv", "head", "logger"]
+KINDS: tuple[Kind, ...] = ("dataset", "conv", "head", "logger")
 ENTRY_POINT_GROUP = "hydradgl"
 BUILTIN_DISTRIBUTION = "hydradgl"
 
@@ -103,8 +103,43 @@ class HeadSpec(PluginSpec):
     level: Literal["graph", "node"] = "graph"
 
 
-SPEC_TYPES: dict[Kind, type[PluginSpec]] = {"dataset": DatasetSpec, "conv": ConvSpec, "head": HeadSpec}
-HOOKS: dict[Kind, str] = {"dataset": "register_datasets", "conv": "register_convs", "head": "register_heads"}
+@dataclass(frozen=True)
+class LoggerContext:
+    """What a logger factory gets besides its options: the run directory and the resolved config."""
+
+    run_dir: Any  # pathlib.Path
+    config: dict[str, Any]  # RunConfig.model_dump(mode="json")
+
+
+class RunLogger:
+    """Base of what a logger factory returns; override the methods you need (each default does nothing).
+
+    Called on rank 0 only, in this order: ``log_scalars`` once per epoch (tags such as ``total/val_loss``,
+    ``H/val_rmse``, ``optim/lr``, ``speed/graphs_per_s``; ``step`` is the epoch), at the end
+    ``log_scalars`` with the test metrics (``H/test_rmse``, ...), ``log_image`` per plot, then ``close``.
+    An exception from any method is reported once and that logger is dropped; training goes on.
+    """
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Record numbers at ``step`` (the epoch)."""
+
+    def log_image(self, tag: str, path: Any) -> None:
+        """Record a PNG file (``path``: pathlib.Path) under ``tag``, e.g. ``parity/H``."""
+
+    def close(self) -> None:
+        """Flush and release; called once at the end of the run (or when it stops early)."""
+
+
+@dataclass(frozen=True)
+class LoggerSpec(PluginSpec):
+    """``factory(options, context: LoggerContext) -> RunLogger``: an experiment tracker that receives the
+    run's metric stream. A run uses the loggers its config names under ``tracking.loggers``."""
+
+
+SPEC_TYPES: dict[Kind, type[PluginSpec]] = {"dataset": DatasetSpec, "conv": ConvSpec, "head": HeadSpec,
+                                            "logger": LoggerSpec}
+HOOKS: dict[Kind, str] = {"dataset": "register_datasets", "conv": "register_convs", "head": "register_heads",
+                          "logger": "register_loggers"}
 
 
 @dataclass
@@ -161,6 +196,9 @@ class Registry:
 
     def head(self, name: str) -> HeadSpec:
         return self.get("head", name)  # type: ignore[return-value]
+
+    def logger(self, name: str) -> LoggerSpec:
+        return self.get("logger", name)  # type: ignore[return-value]
 
     def names(self, kind: Kind) -> list[str]:
         return sorted(n for n in self.specs[kind] if (kind, n) not in self.conflicts)

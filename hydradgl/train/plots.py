@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -30,11 +30,11 @@ def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], uni
         ax.plot([lo, hi], [lo, hi], "r--", lw=1)
         rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
         ax.set(xlabel=f"true {head}{unit}", ylabel=f"predicted {head}{unit}", title=f"{head}: test RMSE {rmse:.3g}{unit}")
-        _save(fig, folder / f"parity_{head}.png")
+        save_figure(fig, folder / f"parity_{head}.png")
         fig, ax = plt.subplots(figsize=(4.2, 3.2))
         ax.hist(pred - true, bins=60, color="steelblue")
         ax.set(xlabel=f"error {head}{unit}", ylabel="count", title=f"{head}: test errors")
-        _save(fig, folder / f"errors_{head}.png")
+        save_figure(fig, folder / f"errors_{head}.png")
 
 
 def loss_curves(history: list[dict[str, float]], folder: Path) -> None:
@@ -48,4 +48,4 @@ def loss_curves(history: list[dict[str, float]], folder: Path) -> None:
                 ls="-" if key.startswith("train") else "--")
     ax.set(xlabel="epoch", ylabel="loss (normalized)", yscale="log", title="loss curves")
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, folder / "loss_curves.png")
+    save_figure(fig, folder / "loss_curves.png")

@@ -1,7 +1,8 @@
 """One training run end to end: checks, data, model, trainer, and the run directory's outputs.
 
 Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one row per epoch),
-``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``.
+``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``, and
+``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,6 +33,7 @@ from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
 from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
+from hydradgl.train.tracking import Tracker, check_tracking, open_tracker
 from hydradgl.train.trainer import Trainer, evaluate
 
 MIN_FREE_BYTES = 50 * 2**20
@@ -85,6 +88,13 @@ def metrics_table(test: dict[str, dict[str, float]], units: dict[str, str]) -> T
     return table
 
 
+def log_warning(console: Console, run_dir: Path, message: str) -> None:
+    """A warning on the console and at the end of the run's run.log."""
+    console.print(escape(message), style="yellow", highlight=False)
+    with open(run_dir / "run.log", "a") as log:
+        log.write(message + "\n")
+
+
 def _status(console: Console, quiet: bool, message: str):
     """A spinner for a long step without a known length (only on a terminal)."""
     return contextlib.nullcontext() if quiet or not console.is_terminal else console.status(message)
@@ -99,23 +109,28 @@ def _progress(console: Console, quiet: bool) -> Progress | None:
 
 def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | None = None,
               console: Console | None = None, quiet: bool = False, data: PreparedData | None = None,
-              plots_enabled: bool = True) -> RunResult:
-    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints."""
+              plots_enabled: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> RunResult:
+    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints.
+
+    ``on_epoch(row)``, when given, is called after every epoch with its metrics.csv row (e.g. to report
+    to a hyper-parameter search, whose exception then stops the run after that epoch's checkpoint)."""
     registry = registry or get_registry()
     console = console or Console(stderr=True)
     runtime = setup_runtime(cfg.training)
     try:
-        return _train(cfg, registry, resume, console, quiet, data, runtime, plots_enabled)
+        return _train(cfg, registry, resume, console, quiet, data, runtime, plots_enabled, on_epoch)
     finally:
         teardown_runtime(runtime)
 
 
 def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Console, quiet: bool,
-           data: PreparedData | None, runtime: Runtime, plots_enabled: bool) -> RunResult:
+           data: PreparedData | None, runtime: Runtime, plots_enabled: bool,
+           callback: Callable[[dict[str, float]], None] | None) -> RunResult:
     say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda msg: None)
     run_dir = Path(cfg.output_dir)
     state = load_checkpoint(Path(resume) / "last.pt") if resume else None
     validate_plugin_options(cfg, registry)
+    check_tracking(cfg, registry)
     if runtime.is_main:
         check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
@@ -138,6 +153,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
         atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+    tracker = open_tracker(cfg, registry, run_dir, runtime.is_main, warn=lambda msg: log_warning(console, run_dir, msg))
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
         f"{runtime.world_size} process(es) on {runtime.device}")
@@ -150,11 +166,14 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
         if runtime.is_main:
             write_metrics_csv(run_dir / "metrics.csv", trainer.history)
         say(epoch_line(row, heads, cfg.training.epochs))
+        tracker.epoch(row)
         if bar is not None:
             bar.update(epoch_task, completed=trainer.epoch)
+        if callback is not None:
+            callback(row)
 
     try:
-        with bar if bar is not None else contextlib.nullcontext():
+        with tracker.closed_on_error(), bar if bar is not None else contextlib.nullcontext():
             trainer.fit(on_epoch, progress=(lambda i, n: bar.update(batch_task, completed=i)) if bar else None)
     except KeyboardInterrupt:
         raise TrainingError(f"interrupted after epoch {trainer.epoch}; {run_dir / 'last.pt'} holds the last "
@@ -162,11 +181,11 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     if trainer.early.should_stop:
         say(f"early stopping after epoch {trainer.epoch}: best validation loss {trainer.early.best:.4e} "
             f"at epoch {trainer.early.best_epoch}")
-    return _finish(cfg, trainer, runtime, run_dir, started, plots_enabled, console, quiet)
+    return _finish(cfg, trainer, runtime, run_dir, started, plots_enabled, console, quiet, tracker)
 
 
 def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, started: float,
-            plots_enabled: bool, console: Console, quiet: bool) -> RunResult:
+            plots_enabled: bool, console: Console, quiet: bool, tracker: Tracker) -> RunResult:
     """Best weights, test metrics on the whole test set (rank 0), plots."""
     best = run_dir / "best.pt"
     if best.exists():
@@ -186,4 +205,5 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
             plots.loss_curves(trainer.history, run_dir / "plots")
         if not quiet:
             console.print(metrics_table(test, units))
+    tracker.finish(test, trainer.epoch, run_dir / "plots" if plots_enabled else None)
     return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, trainer.model)
