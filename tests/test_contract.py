@@ -149,3 +149,23 @@ def test_predict_with_an_extxyz_trained_model(tmp_path):
     structures, atoms = predict(load_run(result.run_dir), [tmp_path / "train.xyz"])
     assert len(structures) == 12 and np.isfinite([r["E"] for r in structures]).all()
     assert len(atoms) == 24 and set(atoms[0]) == {"structure", "source", "atom", "Z"}  # no node heads
+
+
+def test_cli_evaluate_last_checkpoint_with_per_structure_errors(run, tmp_path):
+    from click.testing import CliRunner
+
+    from hydradgl.cli import main
+
+    _, result = run
+    rows_path = tmp_path / "errors.csv"
+    res = CliRunner().invoke(main, ["evaluate", str(result.run_dir), "--checkpoint", "last", "--json",
+                                    "--per-structure", str(rows_path)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)
+    expected = evaluate_saved(load_run(result.run_dir, checkpoint="last")).metrics
+    assert metrics.keys() == expected.keys()
+    for head in expected:
+        assert metrics[head]["rmse_phys"] == pytest.approx(expected[head]["rmse_phys"], rel=1e-6)
+        assert metrics[head]["unit"] == expected[head]["unit"]
+    rows = list(csv.DictReader(rows_path.open()))
+    assert len(rows) == json.loads((result.run_dir / "test_metrics.json").read_text())["test_graphs"]
