@@ -64,6 +64,16 @@ def test_other_data_gets_the_models_species_graph_and_normalization(run, tmp_pat
     assert "H" not in data.test.graph_targets
 
 
+def test_target_in_other_units_is_refused(run, tmp_path):
+    _, result = run
+    saved = load_run(result.run_dir)
+    folder = lsms_folder(tmp_path / "ev", [[26, 78] * 16] * 2)
+    other = other_config(folder)
+    other.dataset.options = {**other.dataset.options, "moment_unit": "muB"}
+    with pytest.raises(DataError, match=r"target 'M' is node-level, dim 1, unit 'muB', but the model's is .*'mu_B'"):
+        evaluate_saved(saved, other)
+
+
 def test_element_the_model_never_saw_is_named_with_its_file(run, tmp_path):
     _, result = run
     saved = load_run(result.run_dir)

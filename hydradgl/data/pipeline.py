@@ -130,9 +130,10 @@ def _apply_contract(data: LoadedData, contract: DatasetInfo, dataset: str) -> Gr
                         f"was trained with {contract.node_inputs or 'none'}")
     for name, target in data.targets.items():
         known = contract.targets.get(name)
-        if known is not None and (known.level, known.dim) != (target.level, target.dim):
-            raise DataError(f"dataset {dataset!r}: target {name!r} is {target.level}-level with dim {target.dim}, "
-                            f"but the model's is {known.level}-level with dim {known.dim}")
+        if known is not None and (known.level, known.dim, known.unit) != (target.level, target.dim, target.unit):
+            raise DataError(f"dataset {dataset!r}: target {name!r} is {target.level}-level, dim {target.dim}, "
+                            f"unit {target.unit or 'none'!r}, but the model's is {known.level}-level, dim {known.dim}, "
+                            f"unit {known.unit or 'none'!r}")
     graphs = data.graphs
     return graphs.with_targets({k: v for k, v in graphs.graph_targets.items() if k in contract.targets},
                                {k: v for k, v in graphs.node_targets.items() if k in contract.targets})
