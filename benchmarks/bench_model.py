@@ -75,7 +75,7 @@ def main() -> None:
           f"speed-up {t_dgl / t_ours:.1f}x (target >= 2.5x)")
 
     model = build_model(cfg, data.info)
-    loss = MultiTaskLoss(cfg.heads, model.head_levels)
+    loss = MultiTaskLoss(model.head_descriptions)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def train_step():

@@ -5,6 +5,8 @@ A crash or error mid-write leaves the previous file (or none) and no temp litter
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import tempfile
 from contextlib import contextmanager
@@ -31,3 +33,16 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO]:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+def atomic_write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows (dicts sharing the first row's keys) as CSV with a header, written atomically; nothing for no rows.
+
+    The one CSV writer of the project: metrics.csv, split.csv, predictions and per-structure errors."""
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -1,7 +1,8 @@
 """The typed run configuration: one pydantic model per section, unknown keys rejected.
 
 Plugin options (``dataset.options``, ``model.conv_options``, ``heads[i].options``) are plain dicts
-here and validated against the plugin's own options model by :func:`hydradgl.configio.resolve`.
+here and validated against the plugin's own options model by :func:`hydradgl.configio.parse_options`
+(all at once, before any data is read, by :func:`hydradgl.configio.validate_plugin_options`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ class DatasetConfig(Section):
         None, description="Where raw generated files and processed graphs are cached "
         "(default: $HYDRADGL_CACHE or ~/.cache/hydradgl).")
     skip_bad_files: bool = Field(False, description="Skip malformed input files (reported) instead of failing.")
+    skip_incomplete: bool = Field(
+        False, description="Leave out structures lacking one of the dataset's targets (counted in the log) "
+        "instead of failing.")
 
 
 class GraphConfig(Section):

@@ -88,6 +88,15 @@ def test_data_prepare_and_info():
     assert "Fe16Pt16" in info.output and "mu_B" in info.output
 
 
+def test_data_commands_offer_only_data_flags():
+    for command in ("prepare", "info"):
+        text = run("data", command, "--help").output
+        assert "--heads" in text and "--set" in text and "--dataset" in text
+        for flag in ("--epochs", "--lr", "--conv", "--batch-size", "--device", "--output"):
+            assert flag not in text, (command, flag)
+    assert "--epochs" in run("train", "--help").output
+
+
 def test_model_summary_counts_parameters():
     from hydradgl.data.pipeline import prepare_data
     from hydradgl.configio import load_config

@@ -35,7 +35,7 @@ def incoming(graph, i):
     return graph.src[eids], eids
 
 
-def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
+def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.0):
     """Loops over nodes: messages M[h_j, h_i, e_ij], aggregate, scale by degree, U[h_i, aggregates]."""
     tower = conv.towers[0]
     parts = [tower.pre_src.weight, tower.pre_dst.weight] + ([tower.pre_edge.weight] if tower.pre_edge is not None else [])
@@ -51,7 +51,8 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
                 "std": torch.sqrt(torch.relu((m * m).mean(0) - m.mean(0) ** 2) + pna_module.STD_EPS)}
         a = torch.cat([aggs[k] for k in aggregators])
         d = len(nbrs)
-        scale = {"identity": 1.0, "amplification": math.log(d + 1) / delta, "attenuation": delta / math.log(d + 1)}
+        scale = {"identity": 1.0, "amplification": math.log(d + 1) / delta, "attenuation": delta / math.log(d + 1),
+                 "linear": d / mean_degree}
         rows.append(torch.cat([h[i], *(a * scale[s] for s in scalers)]))
     out = tower.post(torch.stack(rows))
     return conv.mixing(out) if conv.mixing is not None else out
@@ -71,6 +72,20 @@ def test_pna_matches_reference(edges, aggregators, scalers):
     e = torch.randn(graph.num_edges, 4, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
     torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pna_linear_scaler_divides_by_the_mean_training_degree():
+    """HydraGNN's ``linear`` scaler (PyG's DegreeScalerAggregation): aggregates times d / mean degree."""
+    graph = random_graph(seed=2)
+    hist = [0, 3, 5, 2, 1]  # mean in-degree (1*3 + 2*5 + 3*2 + 4*1) / 11 = 23 / 11
+    aggregators, scalers = ["mean", "max", "std"], ["identity", "linear"]
+    conv = make_pna(6, 5, PNAOptions(aggregators=aggregators, scalers=scalers),
+                    ConvContext(edge_dim=0, degree_histogram=hist, cutoff=7.0)).double()
+    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    expected = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 23 / 11)
+    torch.testing.assert_close(conv(graph, h), expected, atol=1e-5, rtol=1e-5)
+    wrong = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 2.0)
+    assert not torch.allclose(conv(graph, h), wrong, atol=1e-5)
 
 
 @pytest.mark.parametrize("edges", [False, True])

@@ -181,6 +181,7 @@ def test_cli_predict_writes_both_csvs(trained, tmp_path):
     saved = json.loads((result.run_dir / "test_metrics.json").read_text())["heads"]
     for head in ("H", "C", "M"):
         assert metrics[head]["rmse_phys"] == pytest.approx(saved[head]["rmse_phys"], rel=1e-6)
+        assert (metrics[head]["unit"], metrics[head]["level"]) == (saved[head]["unit"], saved[head]["level"])
 
 
 def test_experiment_writes_table(tmp_path, small_prepared):

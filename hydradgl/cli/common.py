@@ -55,20 +55,23 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
     return overrides
 
 
-RUN_OPTIONS: list[Callable] = [
+DATA_OPTIONS: list[Callable] = [
     click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                  help="YAML or JSON run configuration; flags below override it."),
     click.option("--dataset", help="Dataset plugin name."),
+    click.option("--heads", help="Comma-separated head names, e.g. H,C,M (the targets they predict are the ones "
+                                 "the dataset must provide)."),
+    click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+                 help="Override any config key, e.g. --set model.hidden=32 (repeatable)."),
+]
+TRAINING_OPTIONS: list[Callable] = [
     click.option("--conv", help="Conv layer plugin name (e.g. pna, sage, cgcnn)."),
-    click.option("--heads", help="Comma-separated head names, e.g. H,C,M."),
     click.option("--epochs", type=int, help="Maximum number of epochs."),
     click.option("--batch-size", type=int, help="Graphs per batch (per process)."),
     click.option("--lr", type=float, help="Learning rate."),
     click.option("--seed", type=int, help="Training seed."),
     click.option("--device", help="auto, cpu, cuda or cuda:N."),
     click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), help="Run directory."),
-    click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
-                 help="Override any config key, e.g. --set model.hidden=32 (repeatable)."),
 ]
 
 FLAG_KEYS = {"dataset": "dataset.name", "conv": "model.conv", "epochs": "training.epochs",
@@ -76,17 +79,25 @@ FLAG_KEYS = {"dataset": "dataset.name", "conv": "model.conv", "epochs": "trainin
              "device": "training.device", "output": "output_dir"}
 
 
-def run_config_options(command: Callable) -> Callable:
-    """Add the run-config flags; the command receives ``run_options`` (a dict) to pass to config_from_options."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        names = ["config_path", "set_values", "heads", *FLAG_KEYS]
-        kwargs["run_options"] = {k: kwargs.pop(k) for k in names}
-        return command(*args, **kwargs)
+def _config_options(options: list[Callable]) -> Callable[[Callable], Callable]:
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            names = ["config_path", "set_values", "heads", *FLAG_KEYS]
+            kwargs["run_options"] = {k: kwargs.pop(k, None) for k in names}
+            return command(*args, **kwargs)
 
-    for option in reversed(RUN_OPTIONS):
-        wrapper = option(wrapper)
-    return wrapper
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
+
+
+#: Every run-config flag; the command receives ``run_options`` (a dict) to pass to config_from_options.
+run_config_options = _config_options(DATA_OPTIONS + TRAINING_OPTIONS)
+#: Only the flags that change what data is read (for ``data prepare``/``data info``).
+data_config_options = _config_options(DATA_OPTIONS)
 
 
 def overrides_from_options(run_options: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 from rich.table import Table
 
 from hydradgl.cli.app import main
-from hydradgl.cli.common import config_from_options, console, out, run_config_options
+from hydradgl.cli.common import config_from_options, console, data_config_options, out
 from hydradgl.data.records import TargetInfo
 
 
@@ -20,7 +20,7 @@ def data() -> None:
 
 
 @data.command("prepare")
-@run_config_options
+@data_config_options
 def prepare(run_options: dict) -> None:
     """Read the dataset, build its graphs and fill the processed cache."""
     from hydradgl.data.pipeline import load_dataset
@@ -32,13 +32,15 @@ def prepare(run_options: dict) -> None:
 
 
 @data.command("info")
-@run_config_options
+@data_config_options
 def info(run_options: dict) -> None:
-    """Counts, compositions, target ranges (physical units) and mean degree of a dataset."""
+    """Counts, compositions, targets (unit, range, how each is read or derived) and mean degree of a dataset.
+
+    The dataset's notes (e.g. reference energies used for a derived target) go to stderr."""
     from hydradgl.data.pipeline import load_dataset
 
     cfg = config_from_options(run_options)
-    loaded = load_dataset(cfg)
+    loaded = load_dataset(cfg, log=console.print)
     g = loaded.graphs
     degree = g.num_edges.sum() / max(g.num_nodes.sum(), 1)
     out.print(f"dataset {cfg.dataset.name}: {len(g)} graphs, {int(g.num_nodes.sum())} atoms, "

@@ -36,23 +36,40 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
     train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots)
 
 
+CHECKPOINT_OPTION = click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+    help="Which model of the run: best.pt (lowest validation loss; last.pt if there is none) or last.pt.")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
-              help="Evaluate on the test split of this config's dataset instead of the run's own.")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def evaluate(run_dir: Path, config_path: Path | None, as_json: bool) -> None:
+              help="Evaluate on the test split of this config's dataset instead of the run's own (read with the "
+                   "model's elements, graph settings and normalization; heads whose target it lacks are skipped).")
+@CHECKPOINT_OPTION
+@click.option("--per-structure", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write one CSV row per test structure: graph heads' true and predicted values, "
+                   "node heads' RMSE over the structure's atoms (physical units).")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (with unit and level per head).")
+def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_structure: Path | None,
+             as_json: bool) -> None:
     """Test metrics (RMSE and MAE, normalized and physical) of a saved run."""
+    from hydradgl.atomic import atomic_write_csv
     from hydradgl.train.run import metrics_table
-    from hydradgl.train.saved import evaluate_run, load_run
+    from hydradgl.train.saved import evaluate_saved, load_run
 
-    run = load_run(run_dir)
-    metrics = evaluate_run(run, load_config(config_path) if config_path else None)
-    units = {h: run.info.targets[t].unit for h, t in run.model.head_targets.items()}
+    run = load_run(run_dir, checkpoint=checkpoint)
+    result = evaluate_saved(run, load_config(config_path) if config_path else None,
+                            per_structure=per_structure is not None)
+    for head, why in result.skipped.items():
+        console.print(f"head {head} not evaluated: {why}")
+    if per_structure is not None:
+        atomic_write_csv(per_structure, result.structures)
+        console.print(f"{len(result.structures)} test structures -> {per_structure}")
     if as_json:
-        out.print_json(json.dumps(metrics))
+        out.print_json(json.dumps(result.metrics))
     else:
-        out.print(metrics_table(metrics, units))
+        out.print(metrics_table(result.metrics))
 
 
 @main.command()
@@ -60,15 +77,20 @@ def evaluate(run_dir: Path, config_path: Path | None, as_json: bool) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="CSV of per-structure predictions; per-atom ones go beside it as <name>.atoms.csv.")
-def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path) -> None:
-    """Predict LSMS or extxyz files (or folders of them) with a saved run, in physical units."""
-    from hydradgl.train.saved import load_run, predict as run_predict, write_csv
+@CHECKPOINT_OPTION
+def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, checkpoint: str) -> None:
+    """Predict structure files (or folders of them) with a saved run, in physical units.
 
-    run = load_run(run_dir)
+    Files are read by the run's dataset plugin (LSMS files get the training lattice), or by the plugin
+    that claims their suffix (e.g. .xyz: extxyz)."""
+    from hydradgl.atomic import atomic_write_csv
+    from hydradgl.train.saved import load_run, predict as run_predict
+
+    run = load_run(run_dir, checkpoint=checkpoint)
     structures, atoms = run_predict(run, list(inputs))
-    write_csv(output, structures)
+    atomic_write_csv(output, structures)
     atoms_path = output.with_name(output.stem + ".atoms.csv")
-    write_csv(atoms_path, atoms)
+    atomic_write_csv(atoms_path, atoms)
     console.print(f"{len(structures)} structures -> {output}; {len(atoms)} atoms -> {atoms_path}")
 
 

@@ -15,11 +15,13 @@ import numpy as np
 
 from hydradgl.atomic import atomic_open
 from hydradgl.config import GraphConfig
+from hydradgl.data.graphset import GraphSet
 
 FORMAT_VERSION = 2
 
 
 def cache_key(fingerprint: str, graph: GraphConfig) -> str:
+    """Names the file of one (raw inputs, graph options) pair under this format version."""
     payload = json.dumps({"v": FORMAT_VERSION, "raw": fingerprint, "graph": graph.model_dump()}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -43,3 +45,33 @@ def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | str:
     except Exception as exc:  # noqa: BLE001  (any read failure means: rebuild)
         return f"unreadable ({type(exc).__name__}: {exc})"
     return arrays, meta
+
+
+GRAPH_ARRAYS = ("numbers", "node_inputs", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr")
+
+
+def graphs_to_arrays(graphs: GraphSet) -> dict[str, np.ndarray]:
+    """The arrays of a GraphSet as ``save`` stores them (targets prefixed by their level)."""
+    arrays = {k: getattr(graphs, k) for k in GRAPH_ARRAYS}
+    arrays.update({f"graph_target:{k}": v for k, v in graphs.graph_targets.items()})
+    arrays.update({f"node_target:{k}": v for k, v in graphs.node_targets.items()})
+    return arrays
+
+
+def graphs_from_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> GraphSet | str:
+    """The GraphSet back from ``load``'s output, or why its contents do not fit together."""
+    try:
+        graphs = GraphSet(
+            species=np.zeros_like(arrays["numbers"]), **{k: arrays[k] for k in GRAPH_ARRAYS},
+            graph_targets={k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("graph_target:")},
+            node_targets={k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("node_target:")},
+            compositions=meta["compositions"], sources=meta["sources"])
+        n_graphs, n_nodes, n_edges = len(graphs), int(graphs.node_ptr[-1]), int(graphs.edge_ptr[-1])
+        consistent = (len(graphs.edge_ptr) == n_graphs + 1 and len(graphs.numbers) == n_nodes
+                      and len(graphs.src) == len(graphs.dst) == len(graphs.dist) == n_edges
+                      and len(graphs.compositions) == n_graphs
+                      and all(len(v) == n_graphs for v in graphs.graph_targets.values())
+                      and all(len(v) == n_nodes for v in graphs.node_targets.values()))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return f"inconsistent ({type(exc).__name__}: {exc})"
+    return graphs if consistent else "inconsistent (array lengths do not match)"

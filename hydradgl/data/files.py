@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -59,3 +60,15 @@ def fingerprint_files(options: BaseModel, files: list[Path], skip_bad_files: boo
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     digest.update(f"skip={skip_bad_files}".encode())
     return digest.hexdigest()
+
+
+def skip_summary(skipped: list[str]) -> str:
+    """``"2500 file(s) skipped; most common reason (2500): ..."`` from the skipped files' error messages
+    (each ``path[:line]: reason``), so a format mismatch is not hidden behind a count."""
+    if not skipped:
+        return "0 files skipped"
+    reasons = Counter(message.split(": ", 1)[-1] for message in skipped)
+    reason, count = reasons.most_common(1)[0]
+    example = next(m for m in skipped if m.endswith(reason))
+    return (f"{len(skipped)} file(s) skipped; most common reason ({count} of them): {reason} "
+            f"(e.g. {example.split(': ', 1)[0]})")

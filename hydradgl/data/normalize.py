@@ -44,6 +44,9 @@ class Normalizer:
     def normalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
         return ((values - self.lo[name]) / self.span[name]).astype(np.float32)
 
+    def denormalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
+        return values * self.span[name] + self.lo[name]
+
     def apply(self, graphs: GraphSet) -> GraphSet:
         """A copy of ``graphs`` with normalized targets."""
         return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},

@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hydradgl.config import GraphConfig
+
 Level = Literal["graph", "node"]
 
 
@@ -74,11 +76,12 @@ class RawDataset:
 
 
 class DatasetInfo(BaseModel):
-    """What a model needs to know about its data; saved with every checkpoint.
+    """What a model needs to know about its data (its data contract); saved with every checkpoint.
 
-    ``species`` lists the proton numbers present (``Batch.species`` indexes into it);
+    evaluate and predict use these, never the settings of the data they are given: ``species`` lists the proton numbers present (``Batch.species`` indexes into it);
     ``target_min``/``target_max`` are the min-max normalization statistics fitted on the training split,
-    per target and component; ``degree_histogram[k]`` counts training nodes with in-degree k.
+    per target and component; ``degree_histogram[k]`` counts training nodes with in-degree k; ``graph`` holds the graph settings (radius, periodic images, neighbour cap) the model was
+    trained with (None only in checkpoints written before it existed: the run's config has them).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -90,3 +93,4 @@ class DatasetInfo(BaseModel):
     target_max: dict[str, list[float]] = {}
     degree_histogram: list[int] = []
     cutoff: float = 7.0
+    graph: GraphConfig | None = None

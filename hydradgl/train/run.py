@@ -1,15 +1,13 @@
 """One training run end to end: checks, data, model, trainer, and the run directory's outputs.
 
 Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one row per epoch),
-``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``, and
-``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
+``split.csv`` (every structure's split, dataset index and source), ``test_metrics.json`` (RMSE/MAE per
+head, normalized and physical), ``plots/*.png``, ``run.log``, and ``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import shutil
 import time
@@ -23,14 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hydradgl.config import RunConfig
-from hydradgl.atomic import atomic_write_text
-from hydradgl.configio import head_kind, save_config, validate_plugin_options
+from hydradgl.atomic import atomic_write_csv, atomic_write_text
+from hydradgl.configio import save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
+from hydradgl.train.metrics import with_units
 from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.tracking import Tracker, check_tracking, open_tracker
@@ -63,12 +62,11 @@ class RunResult:
     model: Any = None  # the trained HydraModel (best weights when a validation split exists)
 
 
-def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buffer.getvalue())
+def split_rows(data: PreparedData) -> list[dict]:
+    """One row per structure: its split, index in the whole dataset, and source (``split.csv``)."""
+    return [{"split": name, "id": int(i), "source": source}
+            for name, part in (("train", data.train), ("val", data.val), ("test", data.test))
+            for i, source in zip(part.ids, part.sources)]
 
 
 def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
@@ -78,13 +76,14 @@ def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
             f"({row['graphs_per_s']:.0f} train graphs/s)")
 
 
-def metrics_table(test: dict[str, dict[str, float]], units: dict[str, str]) -> Table:
+def metrics_table(test: dict[str, dict]) -> Table:
+    """Test metrics per head (each with its ``unit``, as :func:`~hydradgl.train.metrics.with_units` gives)."""
     table = Table(title="test metrics")
     for col in ("head", "RMSE (norm.)", "MAE (norm.)", "RMSE", "MAE", "unit"):
         table.add_column(col, justify="left" if col in ("head", "unit") else "right")
     for head, m in test.items():
         table.add_row(head, f"{m['rmse']:.3e}", f"{m['mae']:.3e}", f"{m['rmse_phys']:.4g}", f"{m['mae_phys']:.4g}",
-                      units.get(head, ""))
+                      m["unit"])
     return table
 
 
@@ -143,7 +142,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
-            **{f"head:{h.name}": ("head", head_kind(h, model.head_levels[h.name])) for h in cfg.heads}}
+            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
@@ -153,6 +152,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
         atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+        atomic_write_csv(run_dir / "split.csv", split_rows(data))
     tracker = open_tracker(cfg, registry, run_dir, runtime.is_main, warn=lambda msg: log_warning(console, run_dir, msg))
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
@@ -164,7 +164,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
 
     def on_epoch(row: dict[str, float]) -> None:
         if runtime.is_main:
-            write_metrics_csv(run_dir / "metrics.csv", trainer.history)
+            atomic_write_csv(run_dir / "metrics.csv", trainer.history)
         say(epoch_line(row, heads, cfg.training.epochs))
         tracker.epoch(row)
         if bar is not None:
@@ -194,9 +194,8 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
     test: dict[str, dict[str, float]] = {}
     if runtime.is_main and len(trainer.data.test):
         test, values = evaluate(trainer.model, cfg, trainer.data.test, trainer.normalizer, local, collect=plots_enabled)
-        units = {h.name: trainer.data.info.targets[h.target_name].unit for h in cfg.heads}
-        for h in cfg.heads:
-            test[h.name].update(unit=units[h.name], level=trainer.model.head_levels[h.name])
+        test = with_units(test, trainer.model.head_descriptions)
+        units = {name: m["unit"] for name, m in test.items()}
         summary = {"heads": test, "best_epoch": trainer.early.best_epoch, "epochs": trainer.epoch,
                    "test_graphs": len(trainer.data.test), "seconds": time.perf_counter() - started}
         atomic_write_text(run_dir / "test_metrics.json", json.dumps(summary, indent=2) + "\n")
@@ -204,6 +203,6 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
             plots.parity_and_histograms(values, units, run_dir / "plots")
             plots.loss_curves(trainer.history, run_dir / "plots")
         if not quiet:
-            console.print(metrics_table(test, units))
+            console.print(metrics_table(test))
     tracker.finish(test, trainer.epoch, run_dir / "plots" if plots_enabled else None)
     return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, trainer.model)

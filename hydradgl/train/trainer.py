@@ -19,7 +19,8 @@ from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import PreparedData
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import HydraModel
-from hydradgl.model.loss import MultiTaskLoss
+from hydradgl.model.heads import HeadDescription
+from hydradgl.model.loss import MultiTaskLoss, head_target
 from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.metrics import ErrorSums
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
@@ -53,18 +54,15 @@ def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
     return kinds[training.optimizer](params, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def head_specs(cfg: RunConfig, model: HydraModel) -> dict[str, tuple[str, str, str]]:
-    return {h.name: (h.target_name, model.head_levels[h.name], h.loss) for h in cfg.heads}
-
-
 def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: Normalizer, runtime: Runtime,
-             collect: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Metrics per head over ``graphs`` (this rank's shard, reduced over ranks); optionally the
-    (true, predicted) values in physical units, for plots."""
-    heads = head_specs(cfg, model)
+             collect: bool = False, heads: list[HeadDescription] | None = None,
+             ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics per head (default: every head of the model) over ``graphs`` (this rank's shard, reduced
+    over ranks); optionally the (true, predicted) values in physical units, for plots."""
+    heads = model.head_descriptions if heads is None else heads
     sums = ErrorSums(heads, normalizer, runtime.device)
     loader = BatchLoader(graphs, cfg.training.batch_size, rank=runtime.rank, world_size=runtime.world_size, pad=False)
-    pairs: dict[str, tuple[list, list]] = {h: ([], []) for h in heads}
+    pairs: dict[str, tuple[list, list]] = {h.name: ([], []) for h in heads}
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -72,10 +70,10 @@ def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: No
             preds = model(batch)
             sums.add(preds, batch)
             if collect:
-                for name, (target, level, _) in heads.items():
-                    true = (batch.graph_targets if level == "graph" else batch.node_targets)[target]
-                    pairs[name][0].append(normalizer.denormalize(target, true).cpu().numpy())
-                    pairs[name][1].append(normalizer.denormalize(target, preds[name]).cpu().numpy())
+                for h in heads:
+                    true = head_target(batch, h.level, h.target)
+                    pairs[h.name][0].append(normalizer.denormalize(h.target, true).cpu().numpy())
+                    pairs[h.name][1].append(normalizer.denormalize(h.target, preds[h.name]).cpu().numpy())
     metrics = sums.reduce(runtime)
     values = {h: (np.concatenate(t), np.concatenate(p)) for h, (t, p) in pairs.items() if t}
     return metrics, values
@@ -89,7 +87,7 @@ class Trainer:
         self.cfg, self.data, self.runtime, self.run_dir = cfg, data, runtime, run_dir
         self.model = model.to(runtime.device)
         self.net = DistributedDataParallel(self.model) if runtime.distributed else self.model
-        self.loss = MultiTaskLoss(cfg.heads, model.head_levels)
+        self.loss = MultiTaskLoss(model.head_descriptions)
         self.normalizer = Normalizer.from_info(data.info)
         t = cfg.training
         self.optimizer = make_optimizer(t, self.model.parameters())

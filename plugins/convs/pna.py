@@ -22,7 +22,8 @@ from hydradgl.model.layers import mlp
 from hydradgl.plugins import ConvContext, ConvSpec
 
 Aggregator = Literal["mean", "min", "max", "std", "sum"]
-Scaler = Literal["identity", "amplification", "attenuation"]
+# "linear" scales by d / mean training degree (PyG's DegreeScalerAggregation, which HydraGNN's PNA uses).
+Scaler = Literal["identity", "amplification", "attenuation", "linear"]
 STD_EPS = 1e-5
 
 
@@ -58,13 +59,19 @@ def delta_from_histogram(histogram) -> float:
     return float((hist * torch.log(degrees + 1)).sum() / hist.sum())
 
 
+def mean_degree(histogram) -> float:
+    """Mean in-degree of the training nodes (the ``linear`` scaler's normalizer; 1 without statistics)."""
+    hist = torch.as_tensor(histogram, dtype=torch.float64)
+    return float((hist * torch.arange(len(hist))).sum() / hist.sum()) if hist.sum() > 0 and len(hist) > 1 else 1.0
+
+
 class PNATower(nn.Module):
     """One tower: ``in_dim`` features in, ``out_dim`` out."""
 
     def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str],
-                 pre_layers: int = 1, post_layers: int = 1):
+                 pre_layers: int = 1, post_layers: int = 1, mean_degree: float = 1.0):
         super().__init__()
-        self.aggregators, self.scalers = aggregators, scalers
+        self.aggregators, self.scalers, self.mean_degree = aggregators, scalers, mean_degree
         self.pre_dst = nn.Linear(in_dim, in_dim)  # M's block acting on the receiver (carries M's bias)
         self.pre_src = nn.Linear(in_dim, in_dim, bias=False)
         self.pre_edge = nn.Linear(edge_dim, in_dim, bias=False) if edge_dim else None
@@ -102,7 +109,7 @@ class PNATower(nn.Module):
             reduced = self._reduce(graph, self.pre_src(h), edge_term, dst_term=a)
             a = torch.zeros_like(a)
         f = a.shape[1]
-        deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates, finite scalers
+        deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates (std: sqrt(eps)), finite scalers
         has_edges = (degree > 0).unsqueeze(1).to(h.dtype)
         aggregates = []
         for name in self.aggregators:
@@ -127,6 +134,8 @@ class PNATower(nn.Module):
                 scaled.append(agg)
             elif name == "amplification":
                 scaled.append(agg * (log_deg / delta))
+            elif name == "linear":
+                scaled.append(agg * (deg / self.mean_degree))
             else:
                 scaled.append(agg * (delta / log_deg))
         return self.post(torch.cat([h, *scaled], dim=1))
@@ -146,7 +155,7 @@ class PNAConv(nn.Module):
         tower_in = in_dim // towers if options.divide_input else in_dim
         self.towers = nn.ModuleList(
             PNATower(tower_in, out_dim // towers, edge_dim, options.aggregators, options.scalers,
-                     options.pre_layers, options.post_layers)
+                     options.pre_layers, options.post_layers, mean_degree(context.degree_histogram or [0, 1]))
             for _ in range(towers))
         self.mixing = nn.Linear(out_dim, out_dim) if options.mixing else None
         # Saved with the model: the scalers must see the training set's delta after a restore.
@@ -168,4 +177,4 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on DGL's fused built-ins",
-                      options=PNAOptions, factory=make_pna))
+                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features))

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from hydradgl import hookimpl
-from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files
+from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files, skip_summary
 from hydradgl.data.records import RawDataset, Structure
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -75,11 +75,18 @@ def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
                 raise
             skipped.append(str(exc))
     if not structures:
-        raise DataError(f"{options.path}: no readable structures ({len(skipped)} file(s) skipped)")
+        raise DataError(f"{options.path}: no readable structures ({skip_summary(skipped)})")
     dims = {k: structures[0].node_inputs[k].shape[1] for k in options.node_inputs}
     infos = {n: t.info(dim=int(structures[0].targets[n].shape[-1])) for n, t in options.targets.items()}
     return RawDataset(structures=structures, targets=infos, node_inputs=dims, fingerprint=fingerprint_extxyz(options, context),
-                      skipped=skipped, log=[f"extxyz: {len(structures)} structures"])
+                      skipped=skipped, log=[f"extxyz: {len(structures)} structures",
+                                            *([skip_summary(skipped)] if skipped else [])])
+
+
+def read_extxyz_structures(path: Path, options: ExtxyzOptions | None) -> list[Structure]:
+    """Every frame of one file for ``predict`` (the lattice is the file's own; extra inputs if the model has them)."""
+    inputs = options.node_inputs if options is not None else []
+    return [to_structure(a, f"{path}#{i}", None, inputs) for i, a in enumerate(read_frames(path))]
 
 
 def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
@@ -89,4 +96,5 @@ def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="extxyz", description="extxyz files read with ASE (info keys and per-atom arrays)",
-                         options=ExtxyzOptions, factory=load_extxyz, fingerprint=fingerprint_extxyz))
+                         options=ExtxyzOptions, factory=load_extxyz, fingerprint=fingerprint_extxyz,
+                         read_structures=read_extxyz_structures, suffixes=(".xyz", ".extxyz")))

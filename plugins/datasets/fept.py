@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hydradgl import hookimpl
 from hydradgl.data.records import RawDataset
 from hydradgl.plugins import DatasetContext, DatasetSpec
-from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, write_lsms
+from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, read_lsms_structures, write_lsms
 
 FE, PT = 26, 78
 GENERATOR_VERSION = 1
@@ -37,14 +37,10 @@ class FePtOptions(BaseModel):
     c: float = Field(3.74, gt=0, description="BCT lattice constant c (Angstrom).")
     noise: float = Field(0.0, ge=0, description="Std of Gaussian noise added to energies (Ry) and moments (mu_B).")
 
-    @property
-    def cell(self) -> list[list[float]]:
-        """The supercell's lattice vectors (rows, Angstrom): periodic images of new LSMS files use them."""
-        return lattice(self.a, self.c)[1].tolist()
-
-    @property
-    def pbc(self) -> tuple[bool, bool, bool]:
-        return (True, True, True)
+    def lsms(self, path: Path, pattern: str = "*") -> LSMSOptions:
+        """How the generated files are read: 32 atoms, the supercell's lattice (periodic images of new
+        LSMS files given to ``predict`` use it too)."""
+        return LSMSOptions(path=path, pattern=pattern, num_atoms=32, cell=lattice(self.a, self.c)[1].tolist())
 
 
 # Toy-model parameters (docs/data.md explains them).
@@ -158,7 +154,7 @@ def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
     generated = not folder.is_dir()
     if generated:
         generate(options, folder)
-    raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=options.cell), context)
+    raw = load_lsms(options.lsms(folder, "*.lsms"), context)
     raw.log.insert(0, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
                       + (" (generated now)" if generated else ""))
     return raw
@@ -168,7 +164,13 @@ def fingerprint_fept(options: FePtOptions, context: DatasetContext) -> str:
     return f"fept-{_generation_key(options)}"
 
 
+def read_fept_structures(path: Path, options: FePtOptions | None) -> list:
+    """An LSMS file for ``predict``, with the FePt supercell's lattice."""
+    return read_lsms_structures(path, (options or FePtOptions()).lsms(path))
+
+
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="fept", description="Generated FePt-like BCT alloy (32 atoms), targets H, C, M",
-                         options=FePtOptions, factory=load_fept, fingerprint=fingerprint_fept))
+                         options=FePtOptions, factory=load_fept, fingerprint=fingerprint_fept,
+                         read_structures=read_fept_structures, suffixes=(".lsms",)))

@@ -20,6 +20,25 @@ class GraphHeadOptions(BaseModel):
 
 
 class GraphHead(nn.Module):
+    r"""Graph-level head: pool each graph's atoms, then an MLP (HydraGNN's graph head).
+
+    .. math::
+        y_g = \mathrm{MLP}\big(\mathrm{readout}_{i \in g}\, h_i\big), \quad
+        \mathrm{readout} \in \{\textstyle\sum, \text{mean}, \max\}
+
+    The MLP has the hidden widths ``layers`` with the activation between layers and a linear output.
+
+    Args:
+        in_dim: width of the trunk's node features.
+        out_dim: dimension of the target.
+        layers: hidden widths of the MLP (paper: 50, 25).
+        options: ``readout`` (sum, mean, max).
+        act: activation name.
+
+    Shapes:
+        input: batched graph of B graphs, node features (N, in_dim); output: (B, out_dim).
+    """
+
     def __init__(self, in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions, act: str):
         super().__init__()
         self.readout = options.readout
