@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import click
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from hydradgl.config import RunConfig
-from hydradgl.configio import format_validation_error, load_config
+from hydradgl.configio import format_validation_error, load_config, parse_set_value
 from hydradgl.errors import ConfigError, HydraError
 
 console = Console(stderr=True, soft_wrap=True)  # logs and progress (silenced by --quiet); results go to stdout
@@ -51,7 +50,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=0.0005")
         key, raw = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(raw)
+        overrides[key.strip()] = parse_set_value(raw)
     return overrides
 
 
@@ -97,7 +96,13 @@ def overrides_from_options(run_options: dict[str, Any]) -> dict[str, Any]:
         if not names:
             raise ConfigError("--heads: expected comma-separated head names, e.g. H,C,M")
         overrides["heads"] = names
-    overrides.update(_parse_set(run_options.get("set_values") or ()))
+    given = _parse_set(run_options.get("set_values") or ())
+    clash = sorted(set(given) & set(overrides))
+    if clash:
+        flags = {**{key: flag for flag, key in FLAG_KEYS.items()}, "heads": "heads"}
+        raise ConfigError(f"--set {clash[0]} and --{flags[clash[0]].replace('_', '-')} both set {clash[0]}; "
+                          "give it once")
+    overrides.update(given)
     return overrides
 
 
