@@ -28,12 +28,24 @@ def user_errors(debug: bool = False) -> Iterator[None]:
     Usable as ``with user_errors(debug):`` or as a decorator ``@user_errors()``."""
     try:
         yield
-    except (HydraError, ValidationError) as exc:
+    except (HydraError, ValidationError, OSError, UnicodeDecodeError) as exc:
         if debug:
             raise
-        message = str(exc) if isinstance(exc, HydraError) else format_validation_error(exc, RunConfig)
-        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(error_line(exc))}", highlight=False)
         raise SystemExit(1) from None
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of a user error; an OSError (read-only folder, full disk, a file where a folder
+    should be) names its path, since those are the user's to fix too."""
+    if isinstance(exc, HydraError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc, RunConfig)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); run with --debug to see which"
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths or 'a file operation'}: {exc.strerror or exc}"
 
 
 class CleanErrorsGroup(click.Group):

@@ -10,7 +10,6 @@ import contextlib
 import csv
 import io
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,32 +23,16 @@ from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_text
 from hydradgl.configio import head_kind, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.splits import check_split_sizes
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
+from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
 from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.trainer import Trainer, evaluate
-
-MIN_FREE_BYTES = 50 * 2**20
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail before training when the run directory cannot be written or its disk is (nearly) full."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise TrainingError(f"{path}: output directory is not writable ({exc.strerror or exc})") from None
-    free = shutil.disk_usage(path).free
-    if free < MIN_FREE_BYTES:
-        raise TrainingError(f"{path}: only {free / 2**20:.0f} MiB free on its disk; need at least "
-                            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and outputs")
-
 
 @dataclass
 class RunResult:
@@ -99,30 +82,58 @@ def _progress(console: Console, quiet: bool) -> Progress | None:
 
 def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | None = None,
               console: Console | None = None, quiet: bool = False, data: PreparedData | None = None,
-              plots_enabled: bool = True) -> RunResult:
-    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints."""
+              plots_enabled: bool = True, overwrite: bool = False) -> RunResult:
+    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints.
+
+    Rank 0 holds the run directory's lock throughout; a folder that already holds a run is refused
+    unless ``overwrite`` (its files are then removed first) or ``resume``.
+    """
     registry = registry or get_registry()
     console = console or Console(stderr=True)
     runtime = setup_runtime(cfg.training)
     try:
-        return _train(cfg, registry, resume, console, quiet, data, runtime, plots_enabled)
+        with contextlib.ExitStack() as stack:
+            say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda m: None)
+            state = _check_resume(cfg, Path(resume), say) if resume else None
+            validate_plugin_options(cfg, registry)
+            if runtime.is_main:
+                run_dir = Path(cfg.output_dir)
+                check_output_dir(run_dir)
+                stack.enter_context(run_dir_lock(run_dir))
+                claim_run_dir(run_dir, overwrite, resume is not None, log=say)
+            return _train(cfg, registry, resume, state, console, quiet, data, runtime, plots_enabled, say)
     finally:
         teardown_runtime(runtime)
 
 
-def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Console, quiet: bool,
-           data: PreparedData | None, runtime: Runtime, plots_enabled: bool) -> RunResult:
-    say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda msg: None)
+def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
+    """The run's last.pt, after checking that every checkpoint there is readable (before any training),
+    and that the epochs asked for go beyond the ones done; a change of training.epochs is logged."""
+    state = load_checkpoint(resume / "last.pt")
+    if (resume / "best.pt").exists():
+        load_checkpoint(resume / "best.pt")
+    before = state["config"]["training"]["epochs"]
+    if cfg.training.epochs <= state["epoch"]:
+        raise TrainingError(f"{resume}: {state['epoch']} epochs are done already; to train longer give "
+                            f"--epochs above {state['epoch']} (configured: {before})")
+    if cfg.training.epochs != before:
+        say(f"training.epochs: {before} -> {cfg.training.epochs} (--epochs); {resume / 'config.yaml'} records it")
+    return state
+
+
+def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[str, Any] | None,
+           console: Console, quiet: bool, data: PreparedData | None, runtime: Runtime, plots_enabled: bool,
+           say) -> RunResult:
     run_dir = Path(cfg.output_dir)
-    state = load_checkpoint(Path(resume) / "last.pt") if resume else None
-    validate_plugin_options(cfg, registry)
-    if runtime.is_main:
-        check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
     started = time.perf_counter()
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
             data = prepare_data(cfg, registry, log=say)
+    for note in check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test))):
+        if runtime.is_main:  # shown even with --quiet
+            console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
+        data.log.append(note)
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")

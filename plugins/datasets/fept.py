@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hydradgl import hookimpl
 from hydradgl.atomic import default_mode, remove_stale_temporaries, temp_prefix
+from hydradgl.data.cache import unwritable_cache
 from hydradgl.data.records import RawDataset
 from hydradgl.plugins import DatasetContext, DatasetSpec
 from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, write_lsms
@@ -175,7 +176,10 @@ def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
         _discard(folder)
     generated = not folder.is_dir()
     if generated:
-        generate(options, folder)
+        try:
+            generate(options, folder)
+        except OSError as exc:
+            raise unwritable_cache(exc) from None
     raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=options.cell), context)
     raw.log[:0] = [*notes, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
                    + (" (generated now)" if generated else "")]
