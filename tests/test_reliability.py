@@ -352,3 +352,191 @@ def test_experiment_keeps_the_config_files_output_dir(tmp_path, monkeypatch):
     assert cli("experiment").exit_code == 0
     assert cli("experiment", "-c", str(path), "-o", str(tmp_path / "flag")).exit_code == 0
     assert seen == [tmp_path / "mine", Path("runs/experiment"), tmp_path / "flag"]
+
+
+# -- geometry and graph settings ------------------------------------------------------------------
+
+def _structure(positions, cell=None, pbc=(False, False, False)):
+    from hydradgl.data.records import Structure
+
+    positions = np.asarray(positions, dtype=float)
+    return Structure(numbers=np.full(len(positions), 26), positions=positions, cell=cell, pbc=pbc, source="s.xyz#0")
+
+
+def test_cluster_neighbours_match_brute_force_and_ase():
+    from ase import Atoms
+    from ase.neighborlist import neighbor_list
+
+    from hydradgl.config import GraphConfig
+    from hydradgl.data.graphs import neighbour_edges
+
+    rng = np.random.default_rng(1)
+    pos = rng.uniform(-6, 6, (120, 3))
+    src, dst, vec = neighbour_edges(_structure(pos), GraphConfig(radius=3.5))
+    d = np.linalg.norm(pos[None, :, :] - pos[:, None, :], axis=-1)
+    expected = {(int(a), int(b)) for a, b in zip(*np.nonzero((d < 3.5) & (d > 0)))}
+    assert {(int(s), int(t)) for s, t in zip(src, dst)} == expected
+    np.testing.assert_allclose(vec, pos[dst] - pos[src])
+    i, j = neighbor_list("ij", Atoms(numbers=[26] * 120, positions=pos + 50, cell=np.eye(3) * 200), 3.5)
+    assert sorted(zip(j.tolist(), i.tolist())) == sorted(zip(src.tolist(), dst.tolist()))
+    kept = neighbour_edges(_structure(pos), GraphConfig(radius=3.5, max_neighbours=2))[1]
+    assert np.bincount(kept).max() <= 2
+
+
+def test_large_cluster_does_not_go_quadratic():
+    from hydradgl.data.graphs import estimated_edges
+
+    rng = np.random.default_rng(0)
+    pos = rng.uniform(0, (10_000 / 0.085) ** (1 / 3), (10_000, 3))
+    assert estimated_edges(_structure(pos), (False,) * 3, 7.0) < 2e6  # what the k-d tree search is sized by
+
+
+@pytest.mark.parametrize("positions, cell, periodic, message", [
+    ([[0, 0, 0], [np.nan, 0, 0]], None, False, r"s.xyz#0: atom 1 has a NaN or infinite position"),
+    ([[0, 0, 0], [np.inf, 0, 0]], None, False, r"atom 1 has a NaN or infinite position"),
+    ([[0, 0, 0], [1, 0, 0]], np.zeros((3, 3)), True, r"s.xyz#0: the cell .* has zero volume"),
+    ([[0, 0, 0], [1, 0, 0]], np.array([[3, 0, 0], [6, 0, 0], [0, 0, 3.0]]), True, "has zero volume"),
+    ([[0, 0, 0], [1, 0, 0]], np.ones((2, 3)), True, r"the cell must be 3 finite lattice vectors"),
+    ([[0, 0, 0], [1, 0, 0]], np.full((3, 3), np.nan), True, r"the cell must be 3 finite lattice vectors"),
+])
+def test_bad_geometry_is_named(positions, cell, periodic, message):
+    from hydradgl.config import GraphConfig
+    from hydradgl.data.graphs import neighbour_edges
+
+    with pytest.raises(DataError, match=message):
+        neighbour_edges(_structure(positions, cell, (True,) * 3), GraphConfig(periodic=periodic))
+
+
+def test_absurd_radius_is_refused_before_allocating():
+    from hydradgl.config import GraphConfig
+    from hydradgl.data.graphs import neighbour_edges
+
+    periodic = _structure([[0, 0, 0], [1.4, 1.4, 1.4]], np.eye(3) * 2.8, (True,) * 3)
+    with pytest.raises(DataError, match=r"graph.radius 500.0 A would give about .* edges .*graph.max_neighbours"):
+        neighbour_edges(periodic, GraphConfig(radius=500.0, periodic=True))
+    cluster = _structure(np.random.default_rng(0).uniform(0, 30, (6000, 3)))
+    with pytest.raises(DataError, match="lower graph.radius"):
+        neighbour_edges(cluster, GraphConfig(radius=100.0))
+
+
+def test_nan_coordinate_in_extxyz_is_refused_by_prepare_and_predict(tmp_path, small_prepared):
+    from hydradgl.data.pipeline import graphs_for_prediction, load_dataset
+
+    path = _extxyz(tmp_path / "nan.xyz", 4)
+    lines = path.read_text().splitlines()  # 4 lines per frame: count, comment, Fe, Pt
+    lines[7] = lines[7].split()[0] + " nan 0.0 0.0"  # frame 1, atom 1
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"nan.xyz#1: atom 1 has a NaN or infinite position"):
+        load_dataset(_extxyz_config(path, tmp_path))
+    with pytest.raises(DataError, match=r"nan.xyz#1: atom 1 has a NaN"):
+        graphs_for_prediction([path], small_prepared.info, small_config())
+
+
+def test_lsms_cell_must_be_three_by_three():
+    from hydradgl.configio import validate_plugin_options
+    from hydradgl.plugins import get_registry
+
+    cfg = load_config(None, {"dataset.name": "lsms", "dataset.options": {"path": "x", "cell": [[1, 0, 0], [0, 1, 0]]}})
+    with pytest.raises(ConfigError, match=r"dataset.options.cell: List should have at least 3 items"):
+        validate_plugin_options(cfg, get_registry())
+
+
+# -- reader input --------------------------------------------------------------------------------
+
+def test_extxyz_non_numeric_target_is_named(tmp_path):
+    from hydradgl.data.pipeline import load_dataset
+
+    path = _extxyz(tmp_path / "bad.xyz", 3, energy=lambda i: "abc" if i == 2 else -1.0)
+    with pytest.raises(DataError, match=r"bad.xyz#2: 'energy' \(target 'energy'\) is 'abc', expected numbers"):
+        load_dataset(_extxyz_config(path, tmp_path))
+
+
+def test_extxyz_vector_targets_of_different_lengths_are_named(tmp_path):
+    from ase import Atoms
+    from ase.io import write
+
+    from hydradgl.data.pipeline import load_dataset
+
+    frames = []
+    for i, width in enumerate([3, 3, 2]):
+        a = Atoms("FePt", positions=[[0, 0, 0], [1.5, 0, 0]])
+        a.info["dipole"] = np.arange(width, dtype=float) + i
+        frames.append(a)
+    write(tmp_path / "v.xyz", frames, format="extxyz")
+    cfg = _extxyz_config(tmp_path / "v.xyz", tmp_path,
+                         **{"dataset.options": {"path": str(tmp_path / "v.xyz"),
+                                                "targets": {"dipole": {"key": "dipole", "level": "graph"}}}})
+    with pytest.raises(DataError, match=r"v.xyz#2: target 'dipole' has 2 components, but .*v.xyz#0 has 3"):
+        load_dataset(cfg)
+
+
+def test_dangling_symlink_in_a_data_folder_is_named(tmp_path):
+    from hydradgl.data.files import list_files
+
+    (tmp_path / "a.xyz").write_text("x")
+    (tmp_path / "b.xyz").symlink_to(tmp_path / "gone.xyz")
+    with pytest.raises(DataError, match=r"b.xyz: symbolic link to a missing file"):
+        list_files(tmp_path, "*.xyz")
+
+
+def test_fept_folder_missing_a_file_is_regenerated_not_shrunk(tmp_path):
+    from hydradgl.plugins import DatasetContext
+    from hydradgl_plugins.datasets.fept import FePtOptions, load_fept
+
+    options = FePtOptions(max_per_composition=2)
+    context = DatasetContext(cache_dir=tmp_path)
+    first = load_fept(options, context)
+    folder = next((tmp_path / "raw").glob("fept-*"))
+    victim = sorted(folder.glob("*.lsms"))[5]
+    victim.unlink()
+    again = load_fept(options, context)
+    assert len(again.structures) == len(first.structures) and victim.exists()
+    assert any("lacks 1 generated file(s)" in note and victim.name in note for note in again.log)
+
+
+def test_partial_fept_generation_of_a_killed_process_is_removed(tmp_path):
+    from hydradgl.plugins import DatasetContext
+    from hydradgl_plugins.datasets.fept import FePtOptions, load_fept
+
+    raw = tmp_path / "raw"
+    partial = raw / f"fept-0123456789abcdef.{_dead_pid()}.x1y2z3.tmp"
+    partial.mkdir(parents=True)
+    (partial / "fept_00fe_000000.lsms").write_text("half")
+    old = time.time() - 3600
+    os.utime(partial, (old, old))
+    load_fept(FePtOptions(max_per_composition=1), DatasetContext(cache_dir=tmp_path))
+    assert not partial.exists()
+    assert stat.S_IMODE(next(raw.glob("fept-*")).stat().st_mode) == 0o777 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- one clear line for what used to be a traceback ----------------------------------------------
+
+def test_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("HYDRADGL_CACHE", str(blocker))
+    out = one_clean_line(cli("data", "prepare", "--set", "dataset.options.max_per_composition=1"))
+    assert "cache-file" in out and "cannot write the cache" in out and "HYDRADGL_CACHE" in out
+
+
+def test_predict_into_a_file_instead_of_a_folder_is_one_line(tmp_path, small_prepared):
+    cfg = small_config(tmp_path, **{"training.epochs": 1})
+    _train(cfg, small_prepared)
+    (tmp_path / "blocker").write_text("x")
+    out = one_clean_line(cli("predict", str(cfg.output_dir), small_prepared.test.sources[0],
+                             "-o", str(tmp_path / "blocker" / "p.csv")))
+    assert "blocker" in out and len(out.strip().splitlines()) == 1
+
+
+def test_oserror_and_decode_errors_become_one_line():
+    from hydradgl.cli.common import error_line
+
+    assert error_line(PermissionError(13, "Permission denied", "/ro/out.csv")) == "/ro/out.csv: Permission denied"
+    assert error_line(OSError(28, "No space left on device")) == "a file operation: No space left on device"
+    assert "not UTF-8" in error_line(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
