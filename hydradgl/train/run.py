@@ -30,7 +30,7 @@ from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
 from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
-from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
+from hydradgl.train.runtime import Runtime, broadcast_flag, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.trainer import Trainer, evaluate
 
@@ -96,11 +96,17 @@ def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | N
             say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda m: None)
             state = _check_resume(cfg, Path(resume), say) if resume else None
             validate_plugin_options(cfg, registry)
+            refusal = None
             if runtime.is_main:
                 run_dir = Path(cfg.output_dir)
-                check_output_dir(run_dir)
-                stack.enter_context(run_dir_lock(run_dir))
-                claim_run_dir(run_dir, overwrite, resume is not None, log=say)
+                try:
+                    check_output_dir(run_dir)
+                    stack.enter_context(run_dir_lock(run_dir))
+                    claim_run_dir(run_dir, overwrite, resume is not None, log=say)
+                except TrainingError as exc:
+                    refusal = exc
+            if broadcast_flag(refusal is not None, runtime):  # every rank stops, none waits for rank 0
+                raise refusal or TrainingError(f"{cfg.output_dir}: rank 0 refused the run directory (see its message)")
             return _train(cfg, registry, resume, state, console, quiet, data, runtime, plots_enabled, say)
     finally:
         teardown_runtime(runtime)
