@@ -41,19 +41,23 @@ class DatasetConfig(Section):
     cache_dir: Path | None = Field(
         None, description="Where raw generated files and processed graphs are cached "
         "(default: $HYDRADGL_CACHE or ~/.cache/hydradgl).")
-    skip_bad_files: bool = Field(False, strict=True, description="Skip malformed input files (reported) instead of failing.")
+    skip_bad_files: bool = Field(False, strict=True, description=
+                                 "Skip malformed input files (reported) instead of failing.")
 
 
 class GraphConfig(Section):
     radius: Number = Field(7.0, gt=0, description="Neighbour cutoff radius in Angstrom (paper: 7).")
-    periodic: bool = Field(False, strict=True, description="Include periodic images along the structure's periodic axes.")
-    max_neighbours: int | None = Field(None, strict=True, ge=1, description="Keep at most this many nearest neighbours per atom.")
+    periodic: bool = Field(False, strict=True, description=
+                           "Include periodic images along the structure's periodic axes.")
+    max_neighbours: int | None = Field(None, strict=True, ge=1, description=
+                                       "Keep at most this many nearest neighbours per atom.")
 
 
 class SplitConfig(Section):
     method: Literal["stratified", "random"] = Field(
         "stratified", description="Stratify by composition (paper) or split at random.")
-    fractions: tuple[Number, Number, Number] = Field((0.7, 0.15, 0.15), description="Train, validation, test fractions.")
+    fractions: tuple[Number, Number, Number] = Field(
+        (0.7, 0.15, 0.15), description="Train, validation, test fractions.")
     seed: int = Field(0, strict=True, description="Seed of the split (independent of the training seed).")
 
     @field_validator("fractions")
@@ -104,7 +108,8 @@ class TrainingConfig(Section):
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
     seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    threads: int | None = Field(None, strict=True, ge=1, description="torch CPU threads per process (default: torch's).")
+    threads: int | None = Field(None, strict=True, ge=1, description=
+                                "torch CPU threads per process (default: torch's).")
 
     @field_validator("device")
     @classmethod

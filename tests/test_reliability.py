@@ -199,7 +199,7 @@ def test_resume_epochs_must_go_beyond_the_done_ones_and_a_change_is_logged(tmp_p
     from hydradgl.train.run import train_run
 
     train_run(longer, resume=cfg.output_dir, data=small_prepared, console=console, plots_enabled=False)
-    assert "training.epochs: 2 -> 3 (--epochs)" in console.export_text()
+    assert "training.epochs: 2 -> 3; " in console.export_text()
     assert "epochs: 3" in (cfg.output_dir / "config.yaml").read_text()
     assert "--overwrite" in one_clean_line(cli("train", "--resume", str(cfg.output_dir), "--overwrite"))
 
@@ -540,3 +540,12 @@ def test_oserror_and_decode_errors_become_one_line():
     assert error_line(PermissionError(13, "Permission denied", "/ro/out.csv")) == "/ro/out.csv: Permission denied"
     assert error_line(OSError(28, "No space left on device")) == "a file operation: No space left on device"
     assert "not UTF-8" in error_line(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+
+
+def test_resume_with_a_config_from_another_run_is_one_line(tmp_path, small_prepared):
+    cfg = small_config(tmp_path, **{"training.epochs": 1})
+    _train(cfg, small_prepared)
+    config = cfg.output_dir / "config.yaml"
+    config.write_text(config.read_text().replace("hidden: 16", "hidden: 8").replace("epochs: 1", "epochs: 2"))
+    out = one_clean_line(cli("--quiet", "train", "--resume", str(cfg.output_dir)))
+    assert "last.pt does not fit" in out and "config.yaml" in out and len(out.strip().splitlines()) == 1

@@ -93,7 +93,8 @@ def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | N
     runtime = setup_runtime(cfg.training)
     try:
         with contextlib.ExitStack() as stack:
-            say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda m: None)
+            loud = runtime.is_main and not quiet
+            say = (lambda msg: console.print(msg, highlight=False)) if loud else (lambda msg: None)
             state = _check_resume(cfg, Path(resume), say) if resume else None
             validate_plugin_options(cfg, registry)
             refusal = None
@@ -123,7 +124,7 @@ def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
         raise TrainingError(f"{resume}: {state['epoch']} epochs are done already; to train longer give "
                             f"--epochs above {state['epoch']} (configured: {before})")
     if cfg.training.epochs != before:
-        say(f"training.epochs: {before} -> {cfg.training.epochs} (--epochs); {resume / 'config.yaml'} records it")
+        say(f"training.epochs: {before} -> {cfg.training.epochs}; {resume / 'config.yaml'} records it")
     return state
 
 
@@ -149,7 +150,11 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a state_dict size mismatch
+            raise TrainingError(f"{Path(resume) / 'last.pt'} does not fit {Path(resume) / 'config.yaml'} "
+                                f"({str(exc).splitlines()[0]}); the two come from different runs") from None
         say(f"resumed {resume} after epoch {trainer.epoch}")
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
