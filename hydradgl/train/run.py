@@ -137,10 +137,9 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
             data = prepare_data(cfg, registry, log=say)
-    for note in check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test))):
-        if runtime.is_main:  # shown even with --quiet
-            console.print(f"[bold yellow]warning:[/] {note}", highlight=False)
-        data.log.append(note)
+    warnings = check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test)))
+    for note in warnings if runtime.is_main else ():
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)  # shown even with --quiet
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
@@ -159,7 +158,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings]) + "\n")
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
         f"{runtime.world_size} process(es) on {runtime.device}")
