@@ -7,10 +7,27 @@ here and validated against the plugin's own options model by :func:`hydradgl.con
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean (YAML reads yes/no/on/off/true/false as booleans)")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool), AfterValidator(_finite)]
+"""A finite float that refuses booleans (``lr: yes`` is a typo, not 1.0). Integer keys are strict ints."""
 
 
 class Section(BaseModel):
@@ -25,23 +42,27 @@ class DatasetConfig(Section):
     cache_dir: Path | None = Field(
         None, description="Where raw generated files and processed graphs are cached "
         "(default: $HYDRADGL_CACHE or ~/.cache/hydradgl).")
-    skip_bad_files: bool = Field(False, description="Skip malformed input files (reported) instead of failing.")
+    skip_bad_files: bool = Field(False, strict=True, description=
+                                 "Skip malformed input files (reported) instead of failing.")
     skip_incomplete: bool = Field(
-        False, description="Leave out structures lacking one of the dataset's targets (counted in the log) "
-        "instead of failing.")
+        False, strict=True, description="Leave out structures lacking one of the dataset's targets (counted in "
+        "the log) instead of failing.")
 
 
 class GraphConfig(Section):
-    radius: float = Field(7.0, gt=0, description="Neighbour cutoff radius in Angstrom (paper: 7).")
-    periodic: bool = Field(False, description="Include periodic images along the structure's periodic axes.")
-    max_neighbours: int | None = Field(None, ge=1, description="Keep at most this many nearest neighbours per atom.")
+    radius: Number = Field(7.0, gt=0, description="Neighbour cutoff radius in Angstrom (paper: 7).")
+    periodic: bool = Field(False, strict=True, description=
+                           "Include periodic images along the structure's periodic axes.")
+    max_neighbours: int | None = Field(None, strict=True, ge=1, description=
+                                       "Keep at most this many nearest neighbours per atom.")
 
 
 class SplitConfig(Section):
     method: Literal["stratified", "random"] = Field(
         "stratified", description="Stratify by composition (paper) or split at random.")
-    fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15), description="Train, validation, test fractions.")
-    seed: int = Field(0, description="Seed of the split (independent of the training seed).")
+    fractions: tuple[Number, Number, Number] = Field(
+        (0.7, 0.15, 0.15), description="Train, validation, test fractions.")
+    seed: int = Field(0, strict=True, description="Seed of the split (independent of the training seed).")
 
     @field_validator("fractions")
     @classmethod
@@ -54,21 +75,22 @@ class SplitConfig(Section):
 class ModelConfig(Section):
     conv: str = Field("pna", description="Conv layer plugin name.")
     conv_options: dict[str, Any] = Field(default_factory=dict, description="Options of the conv plugin.")
-    hidden: int = Field(20, ge=1, description="Width of every conv layer (paper: 20).")
-    layers: int = Field(6, ge=1, description="Number of conv layers (paper: 6).")
+    hidden: int = Field(20, strict=True, ge=1, description="Width of every conv layer (paper: 20).")
+    layers: int = Field(6, strict=True, ge=1, description="Number of conv layers (paper: 6).")
     norm: Literal["batch", "layer", "none"] = Field("batch", description="Normalization after each conv layer.")
     activation: Literal["relu", "silu", "softplus", "tanh", "gelu"] = Field("relu", description="Activation function.")
     edge_features: Literal["none", "distance", "gaussian"] = Field(
         "gaussian", description="Edge features passed to the convs: none, raw distance, or a Gaussian expansion.")
-    edge_basis: int = Field(16, ge=1, description="Number of Gaussians in the distance expansion.")
+    edge_basis: int = Field(16, strict=True, ge=1, description="Number of Gaussians in the distance expansion.")
 
 
 class HeadConfig(Section):
     name: str = Field(description="Head name, also the target name unless `target` is set (e.g. H, C, M).")
     target: str | None = Field(None, description="Dataset target this head predicts (default: the head name).")
     kind: str | None = Field(None, description="Head plugin name (default: graph-head or node-head by the target's level).")
-    layers: list[int] = Field(default_factory=lambda: [50, 25], description="Hidden FC widths (paper: 50, 25).")
-    alpha: float = Field(1.0, ge=0, description="Weight of this head's loss in the total loss.")
+    layers: list[Annotated[int, Field(ge=1, strict=True)]] = Field(
+        default_factory=lambda: [50, 25], description="Hidden FC widths, each >= 1 (paper: 50, 25).")
+    alpha: Number = Field(1.0, ge=0, description="Weight of this head's loss in the total loss.")
     loss: Literal["mse", "mae", "huber"] = Field("mse", description="Loss function of this head.")
     options: dict[str, Any] = Field(default_factory=dict, description="Options of the head plugin.")
 
@@ -78,19 +100,20 @@ class HeadConfig(Section):
 
 
 class TrainingConfig(Section):
-    epochs: int = Field(200, ge=1, description="Maximum number of epochs (paper: 200).")
-    batch_size: int = Field(64, ge=1, description="Graphs per batch (per process under DDP; paper: 64).")
+    epochs: int = Field(200, strict=True, ge=1, description="Maximum number of epochs (paper: 200).")
+    batch_size: int = Field(64, strict=True, ge=1, description="Graphs per batch (per process under DDP; paper: 64).")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
-    lr: float = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")
-    weight_decay: float = Field(0.0, ge=0, description="Weight decay.")
-    patience: int | None = Field(20, ge=1, description="Early-stopping patience in epochs (null: off).")
+    lr: Number = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")
+    weight_decay: Number = Field(0.0, ge=0, description="Weight decay.")
+    patience: int | None = Field(20, strict=True, ge=1, description="Early-stopping patience in epochs (null: off).")
     lr_schedule: Literal["none", "plateau"] = Field("none", description="Learning-rate schedule.")
-    plateau_factor: float = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
-    plateau_patience: int = Field(5, ge=1, description="Reduce-on-plateau patience in epochs.")
-    grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
-    seed: int = Field(0, description="Seed of parameter init and batch order.")
+    plateau_factor: Number = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
+    plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
+    grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
+    seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: torch's).")
+    threads: int | None = Field(None, strict=True, ge=1, description=
+                                "torch CPU threads per process (default: torch's).")
 
     @field_validator("device")
     @classmethod

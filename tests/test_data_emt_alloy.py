@@ -12,7 +12,8 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from hydradgl.configio import load_config, parse_options
-from hydradgl.data.pipeline import composition, load_dataset
+from hydradgl.data.packing import composition
+from hydradgl.data.pipeline import load_dataset
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import DatasetContext
 from hydradgl_plugins.datasets.emt_alloy import (EMTAlloyOptions, compositions, generate_structures, load_emt_alloy,

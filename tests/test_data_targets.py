@@ -7,7 +7,7 @@ import pytest
 from hydradgl.configio import parse_options
 from hydradgl.data.records import TargetInfo
 from hydradgl_plugins.datasets.extxyz import ExtxyzOptions
-from hydradgl_plugins.datasets.lsms import BUILTIN_TARGETS
+from hydradgl_plugins.datasets.lsms import LSMSOptions, derived_targets
 
 
 @pytest.mark.parametrize("info, readout", [
@@ -27,4 +27,4 @@ def test_reader_options_declare_extensivity():
         "q": {"key": "charges", "level": "node"}}}, "dataset.options")
     infos = {name: t.info() for name, t in options.targets.items()}
     assert [infos[n].readout for n in ("E", "e", "q")] == ["sum", "mean", None]
-    assert BUILTIN_TARGETS["H"].extensive is True  # LSMS/FePt mixing enthalpy: per cell, in Ry
+    assert derived_targets(LSMSOptions(path="x"))["H"].extensive is True  # LSMS/FePt mixing enthalpy: per cell, in Ry

@@ -105,7 +105,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrainingError, match=r"last.pt: cannot write checkpoint \(disk full\); the previous last.pt is"):
         ckpt.save_checkpoint(path, {"epoch": 2})
     assert ckpt.load_checkpoint(path)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

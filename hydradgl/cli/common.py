@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import click
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from hydradgl.config import RunConfig
-from hydradgl.configio import format_validation_error, load_config
+from hydradgl.configio import format_validation_error, load_config, parse_set_value
 from hydradgl.errors import ConfigError, HydraError
 
 console = Console(stderr=True, soft_wrap=True)  # logs and progress (silenced by --quiet); results go to stdout
@@ -29,12 +28,24 @@ def user_errors(debug: bool = False) -> Iterator[None]:
     Usable as ``with user_errors(debug):`` or as a decorator ``@user_errors()``."""
     try:
         yield
-    except (HydraError, ValidationError) as exc:
+    except (HydraError, ValidationError, OSError, UnicodeDecodeError) as exc:
         if debug:
             raise
-        message = str(exc) if isinstance(exc, HydraError) else format_validation_error(exc, RunConfig)
-        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(error_line(exc))}", highlight=False)
         raise SystemExit(1) from None
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of a user error; an OSError (read-only folder, full disk, a file where a folder
+    should be) names its path, since those are the user's to fix too."""
+    if isinstance(exc, HydraError):
+        return str(exc)
+    if isinstance(exc, ValidationError):
+        return format_validation_error(exc, RunConfig)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}); run with --debug to see which"
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths or 'a file operation'}: {exc.strerror or exc}"
 
 
 class CleanErrorsGroup(click.Group):
@@ -51,7 +62,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set training.lr=0.0005")
         key, raw = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(raw)
+        overrides[key.strip()] = parse_set_value(raw)
     return overrides
 
 
@@ -108,7 +119,13 @@ def overrides_from_options(run_options: dict[str, Any]) -> dict[str, Any]:
         if not names:
             raise ConfigError("--heads: expected comma-separated head names, e.g. H,C,M")
         overrides["heads"] = names
-    overrides.update(_parse_set(run_options.get("set_values") or ()))
+    given = _parse_set(run_options.get("set_values") or ())
+    clash = sorted(set(given) & set(overrides))
+    if clash:
+        flags = {**{key: flag for flag, key in FLAG_KEYS.items()}, "heads": "heads"}
+        raise ConfigError(f"--set {clash[0]} and --{flags[clash[0]].replace('_', '-')} both set {clash[0]}; "
+                          "give it once")
+    overrides.update(given)
     return overrides
 
 

@@ -18,8 +18,9 @@ from hydradgl.errors import ConfigError
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
               help="Continue the run in this directory from its last checkpoint.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in the run directory (else refused).")
 @click.pass_context
-def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool) -> None:
+def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool, overwrite: bool) -> None:
     """Train a multi-task model (default: the paper's PNA model, heads H,C,M, on the built-in FePt data)."""
     from hydradgl.train.run import train_run
 
@@ -33,7 +34,10 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
         cfg = load_config(resume / "config.yaml", {**overrides, "output_dir": str(resume)})
     else:
         cfg = config_from_options(run_options)
-    train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots)
+    if resume is not None and overwrite:
+        raise ConfigError("--resume continues the run in place; --overwrite would delete it: give one of them")
+    train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots,
+              overwrite=overwrite)
 
 
 CHECKPOINT_OPTION = click.option(
@@ -96,15 +100,20 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, checkpoint: s
 
 @main.command()
 @run_config_options
-@click.option("--seeds", type=int, default=12, show_default=True, help="Runs per head set (paper: 12).")
+@click.option("--seeds", type=click.IntRange(min=1), default=12, show_default=True,
+              help="Runs per head set (paper: 12).")
 @click.option("--head-sets", default="HCM,HC,HM,CM,H,C,M", show_default=True,
               help="Comma-separated head sets; a set is its head names joined by '+' or, for one-letter names, written together.")
+@click.option("--overwrite", is_flag=True, help="Replace runs already in the experiment's folders (else refused).")
 @click.pass_context
-def experiment(ctx: click.Context, run_options: dict, seeds: int, head_sets: str) -> None:
-    """The paper's MTL-vs-STL comparison: an ensemble per head set, mean +- std of test RMSE (Table 1)."""
+def experiment(ctx: click.Context, run_options: dict, seeds: int, head_sets: str, overwrite: bool) -> None:
+    """The paper's MTL-vs-STL comparison: an ensemble per head set, mean +- std of test RMSE (Table 1).
+
+    Runs go under output_dir (from -o, --set or the config file; default runs/experiment)."""
     from hydradgl.train.experiment import parse_head_sets, run_experiment
 
     cfg = config_from_options(run_options)
-    if run_options.get("output") is None:
+    if "output_dir" not in cfg.model_fields_set:  # not given anywhere: not the single runs' runs/latest
         cfg.output_dir = Path("runs/experiment")
-    run_experiment(cfg, parse_head_sets(head_sets), seeds, console=console, quiet=ctx.obj["quiet"])
+    run_experiment(cfg, parse_head_sets(head_sets), seeds, console=console, quiet=ctx.obj["quiet"],
+                   overwrite=overwrite)

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from hydradgl.atomic import atomic_open
+from hydradgl.atomic import atomic_open, remove_stale_temporaries
 from hydradgl.config import GraphConfig
 from hydradgl.data.graphset import GraphSet
+from hydradgl.errors import DataError
 
 FORMAT_VERSION = 2
 
@@ -27,9 +28,20 @@ def cache_key(fingerprint: str, graph: GraphConfig) -> str:
 
 
 def save(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    """Write arrays plus JSON metadata to ``path`` atomically (temp file in the same folder, then rename)."""
-    with atomic_open(path) as handle:
-        np.savez(handle, __meta__=np.array(json.dumps({**meta, "format_version": FORMAT_VERSION})), **arrays)
+    """Write arrays plus JSON metadata to ``path`` atomically (temp file in the same folder, then rename),
+    first removing temporaries that killed writers left in that folder."""
+    try:
+        remove_stale_temporaries(path.parent)
+        with atomic_open(path) as handle:
+            np.savez(handle, __meta__=np.array(json.dumps({**meta, "format_version": FORMAT_VERSION})), **arrays)
+    except OSError as exc:
+        raise unwritable_cache(exc) from None
+
+
+def unwritable_cache(exc: OSError) -> DataError:
+    """The one-line error for a cache folder that cannot be written (read-only, a file, full disk)."""
+    return DataError(f"{exc.filename or 'cache'}: cannot write the cache ({exc.strerror or exc}); set "
+                     "dataset.cache_dir or $HYDRADGL_CACHE to a writable folder")
 
 
 def load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]] | str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +47,12 @@ def list_files(path: Path, pattern: str) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise DataError(f"{root}: no such file or folder (dataset.options.path)")
-    files = sorted(p for p in root.glob(pattern) if p.is_file())
+    matches = sorted(root.glob(pattern))
+    dangling = next((p for p in matches if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        raise DataError(f"{dangling}: symbolic link to a missing file ({os.readlink(dangling)}); "
+                        "remove it or restore its target")
+    files = [p for p in matches if p.is_file()]
     if not files:
         raise DataError(f"{root}: no files match {pattern!r}")
     return files

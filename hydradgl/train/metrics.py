@@ -40,7 +40,7 @@ class ErrorSums:
         totals = all_reduce_sum(self.sums.clone(), runtime).cpu().tolist()
         out = {}
         for h, row in zip(self.heads, totals):
-            n = max(row[0], 1.0)
+            n = row[0] if row[0] > 0 else math.nan  # no values: NaN, never a perfect 0
             out[h.name] = {"loss": row[1] / n, "rmse": math.sqrt(row[2] / n), "mae": row[3] / n,
                          "rmse_phys": math.sqrt(row[4] / n), "mae_phys": row[5] / n}
         return out

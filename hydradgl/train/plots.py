@@ -10,12 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hydradgl.atomic import atomic_open  # noqa: E402
+
 
 def save_figure(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    """Write ``fig`` as a PNG atomically, then close it."""
+    try:
+        with atomic_open(path) as handle:
+            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, str], folder: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,34 +23,18 @@ from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_csv, atomic_write_text
 from hydradgl.configio import save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.splits import check_split_sizes
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
 from hydradgl.train.metrics import with_units
-from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
+from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
+from hydradgl.train.runtime import Runtime, broadcast_flag, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.tracking import Tracker, check_tracking, open_tracker
 from hydradgl.train.trainer import Trainer, evaluate
-
-MIN_FREE_BYTES = 50 * 2**20
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail before training when the run directory cannot be written or its disk is (nearly) full."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise TrainingError(f"{path}: output directory is not writable ({exc.strerror or exc})") from None
-    free = shutil.disk_usage(path).free
-    if free < MIN_FREE_BYTES:
-        raise TrainingError(f"{path}: only {free / 2**20:.0f} MiB free on its disk; need at least "
-                            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and outputs")
-
 
 @dataclass
 class RunResult:
@@ -108,35 +91,68 @@ def _progress(console: Console, quiet: bool) -> Progress | None:
 
 def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | None = None,
               console: Console | None = None, quiet: bool = False, data: PreparedData | None = None,
-              plots_enabled: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None) -> RunResult:
+              plots_enabled: bool = True, overwrite: bool = False,
+              on_epoch: Callable[[dict[str, float]], None] | None = None) -> RunResult:
     """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints.
 
-    ``on_epoch(row)``, when given, is called after every epoch with its metrics.csv row (e.g. to report
-    to a hyper-parameter search, whose exception then stops the run after that epoch's checkpoint)."""
+    Rank 0 holds the run directory's lock throughout; a folder that already holds a run is refused
+    unless ``overwrite`` (its files are then removed first) or ``resume``. ``on_epoch(row)``, when
+    given, is called after every epoch with its metrics.csv row (e.g. to report to a hyper-parameter
+    search, whose exception then stops the run after that epoch's checkpoint).
+    """
     registry = registry or get_registry()
     console = console or Console(stderr=True)
     runtime = setup_runtime(cfg.training)
     try:
-        return _train(cfg, registry, resume, console, quiet, data, runtime, plots_enabled, on_epoch)
+        with contextlib.ExitStack() as stack:
+            loud = runtime.is_main and not quiet
+            say = (lambda msg: console.print(msg, highlight=False)) if loud else (lambda msg: None)
+            state = _check_resume(cfg, Path(resume), say) if resume else None
+            validate_plugin_options(cfg, registry)
+            check_tracking(cfg, registry)
+            refusal = None
+            if runtime.is_main:
+                run_dir = Path(cfg.output_dir)
+                try:
+                    check_output_dir(run_dir)
+                    stack.enter_context(run_dir_lock(run_dir))
+                    claim_run_dir(run_dir, overwrite, resume is not None, log=say)
+                except TrainingError as exc:
+                    refusal = exc
+            if broadcast_flag(refusal is not None, runtime):  # every rank stops, none waits for rank 0
+                raise refusal or TrainingError(f"{cfg.output_dir}: rank 0 refused the run directory (see its message)")
+            return _train(cfg, registry, resume, state, console, quiet, data, runtime, plots_enabled, say, on_epoch)
     finally:
         teardown_runtime(runtime)
 
 
-def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Console, quiet: bool,
-           data: PreparedData | None, runtime: Runtime, plots_enabled: bool,
-           callback: Callable[[dict[str, float]], None] | None) -> RunResult:
-    say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda msg: None)
+def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
+    """The run's last.pt, after checking that every checkpoint there is readable (before any training),
+    and that the epochs asked for go beyond the ones done; a change of training.epochs is logged."""
+    state = load_checkpoint(resume / "last.pt")
+    if (resume / "best.pt").exists():
+        load_checkpoint(resume / "best.pt")
+    before = state["config"]["training"]["epochs"]
+    if cfg.training.epochs <= state["epoch"]:
+        raise TrainingError(f"{resume}: {state['epoch']} epochs are done already; to train longer give "
+                            f"--epochs above {state['epoch']} (configured: {before})")
+    if cfg.training.epochs != before:
+        say(f"training.epochs: {before} -> {cfg.training.epochs}; {resume / 'config.yaml'} records it")
+    return state
+
+
+def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[str, Any] | None,
+           console: Console, quiet: bool, data: PreparedData | None, runtime: Runtime, plots_enabled: bool,
+           say, callback: Callable[[dict[str, float]], None] | None) -> RunResult:
     run_dir = Path(cfg.output_dir)
-    state = load_checkpoint(Path(resume) / "last.pt") if resume else None
-    validate_plugin_options(cfg, registry)
-    check_tracking(cfg, registry)
-    if runtime.is_main:
-        check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
     started = time.perf_counter()
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
             data = prepare_data(cfg, registry, log=say)
+    warnings = check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test)))
+    for note in warnings if runtime.is_main else ():
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)  # shown even with --quiet
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
@@ -146,12 +162,16 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a state_dict size mismatch
+            raise TrainingError(f"{Path(resume) / 'last.pt'} does not fit {Path(resume) / 'config.yaml'} "
+                                f"({str(exc).splitlines()[0]}); the two come from different runs") from None
         say(f"resumed {resume} after epoch {trainer.epoch}")
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings]) + "\n")
         atomic_write_csv(run_dir / "split.csv", split_rows(data))
     tracker = open_tracker(cfg, registry, run_dir, runtime.is_main, warn=lambda msg: log_warning(console, run_dir, msg))
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "

@@ -17,7 +17,7 @@ from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import PreparedData
-from hydradgl.errors import TrainingError
+from hydradgl.errors import DataError, TrainingError
 from hydradgl.model.assembler import HydraModel
 from hydradgl.model.heads import HeadDescription
 from hydradgl.model.loss import MultiTaskLoss, head_target
@@ -59,6 +59,9 @@ def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: No
              ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per head (default: every head of the model) over ``graphs`` (this rank's shard, reduced
     over ranks); optionally the (true, predicted) values in physical units, for plots."""
+    if len(graphs) == 0:
+        raise DataError(f"no structures to compute metrics on: the split is empty (split.fractions "
+                        f"{list(cfg.split.fractions)}); a metric over nothing is not a score")
     heads = model.head_descriptions if heads is None else heads
     sums = ErrorSums(heads, normalizer, runtime.device)
     loader = BatchLoader(graphs, cfg.training.batch_size, rank=runtime.rank, world_size=runtime.world_size, pad=False)
@@ -161,7 +164,7 @@ class Trainer:
             train, graphs = self.train_epoch(progress)
             train_seconds = time.perf_counter() - start
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
-            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads) if len(self.data.val) else train["loss"]
+            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
             if self.scheduler:
                 self.scheduler.step(val_total)
             self.epoch += 1

@@ -20,7 +20,7 @@ import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Annotated, Iterable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -59,7 +59,8 @@ class LSMSOptions(FileSetOptions):
     extra_targets: dict[str, ColumnTarget] = Field(default_factory=dict, description="More targets by column.")
     input_columns: dict[str, int] = Field(
         default_factory=dict, description="Extra per-atom model inputs: name -> atom-line column.")
-    cell: list[list[float]] | None = Field(None, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
+    cell: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        None, min_length=3, max_length=3, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
     pbc: tuple[bool, bool, bool] = Field((True, True, True), description="Periodic axes when a cell is given.")
 
 
