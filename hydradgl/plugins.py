@@ -82,7 +82,14 @@ class ConvSpec(PluginSpec):
     The module's ``forward(graph, h, edge_attr)`` maps node features (N, in_dim) to (N, out_dim);
     ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job. A module
     that ignores edge features may set ``uses_edge_features = False`` so the trunk skips computing them.
+
+    ``kernels``: the message-passing paths the module runs on (hydradgl.model.kernels). The default is
+    dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
+    which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
+    declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.
     """
+
+    kernels: tuple[str, ...] = ("dgl",)
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,12 @@ class HeadSpec(PluginSpec):
     """``factory(in_dim, out_dim, layers, options, context: HeadContext) -> torch.nn.Module``.
 
     The module's ``forward(graph, h)`` returns (B, out_dim) for ``level="graph"`` heads and
-    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths.
+    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths. ``kernels``: as for
+    :class:`ConvSpec`.
     """
 
     level: Literal["graph", "node"] = "graph"
+    kernels: tuple[str, ...] = ("dgl",)
 
 
 SPEC_TYPES: dict[Kind, type[PluginSpec]] = {"dataset": DatasetSpec, "conv": ConvSpec, "head": HeadSpec}

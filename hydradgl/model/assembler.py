@@ -47,6 +47,8 @@ class HydraModel(nn.Module):
         self.input_proj = nn.Linear(input_dim, m.hidden, bias=False) if input_dim else None
         self.edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis)
         conv_spec = registry.conv(m.conv)
+        #: The kernel paths each plugin of this model declares (see :func:`resolve_kernels`).
+        self.plugin_kernels: dict[str, tuple[str, ...]] = {f"conv plugin {m.conv!r}": tuple(conv_spec.kernels)}
         conv_options = parse_options(conv_spec.options, m.conv_options, "model.conv_options", plugin=m.conv)
         context = ConvContext(edge_dim=self.edge_features.dim, degree_histogram=info.degree_histogram,
                               cutoff=info.cutoff)
@@ -73,9 +75,11 @@ class HydraModel(nn.Module):
             self.heads[head.name] = spec.factory(m.hidden, target.dim, head.layers, options,
                                                  HeadContext(activation=m.activation))
             self.head_levels[head.name] = target.level
+            self.plugin_kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
             self.head_targets[head.name] = head.target_name
 
-    #: The kernel path convs and heads run on (see hydradgl.model.kernels).
+    #: The kernel path convs and heads run on (hydradgl.model.kernels); the run sets it from
+    #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
     kernels: str = "dgl"
 
     def trunk(self, batch: Batch) -> torch.Tensor:

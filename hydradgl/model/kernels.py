@@ -51,11 +51,17 @@ class MessageGraph:
     def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, num_nodes: int,
                    batch_num_nodes: torch.Tensor | None = None, batch_num_edges: torch.Tensor | None = None,
                    backend: Backend = "dgl") -> "MessageGraph":
-        """A graph from its edge lists; without per-graph counts it is one graph."""
+        """A graph from its edge lists (any integer dtype; kept as long on ``src``'s device); without
+        per-graph counts it is one graph. Edges of graph b must follow those of graph b - 1."""
+        if (batch_num_nodes is None) != (batch_num_edges is None):
+            raise ValueError("give both batch_num_nodes and batch_num_edges, or neither (one graph)")
+        device = src.device
         if batch_num_nodes is None:
-            batch_num_nodes = torch.tensor([num_nodes], device=src.device)
-            batch_num_edges = torch.tensor([src.shape[0]], device=src.device)
-        return cls(src, dst, int(num_nodes), batch_num_nodes, batch_num_edges, backend)
+            batch_num_nodes = torch.tensor([num_nodes], device=device)
+            batch_num_edges = torch.tensor([src.shape[0]], device=device)
+        as_index = lambda t: t.to(device=device, dtype=torch.long)  # noqa: E731
+        return cls(as_index(src), as_index(dst), int(num_nodes), as_index(batch_num_nodes),
+                   as_index(batch_num_edges), backend)
 
     # -- structure -------------------------------------------------------------------------------
     @property
@@ -88,8 +94,9 @@ class MessageGraph:
         return self._cache[key]
 
     def in_degrees(self) -> torch.Tensor:
-        """(N,) long: incoming edges per node."""
-        return self._cached("in_degrees", lambda: torch.bincount(self.dst, minlength=self.num_nodes))
+        """(N,) long: incoming edges per node (index_add_, unlike bincount, needs no device sync)."""
+        return self._cached("in_degrees", lambda: torch.zeros(self.num_nodes, dtype=torch.long, device=self.device)
+                            .index_add_(0, self.dst, torch.ones_like(self.dst)))
 
     def node_graph(self) -> torch.Tensor:
         """(N,) long: the graph each node belongs to."""
@@ -106,6 +113,12 @@ class MessageGraph:
             return graph
         return self._cached("dgl", make)
 
+    @property
+    def _dgl_edges(self) -> bool:
+        """Whether edge ops run on DGL: on the dgl path, with at least one edge (DGL's max/min backward
+        fails on an empty edge set; over no edges every reduction is 0 on either path anyway)."""
+        return self.backend == "dgl" and self.num_edges > 0
+
     # -- edge-wise -------------------------------------------------------------------------------
     def gather_src(self, x: torch.Tensor) -> torch.Tensor:
         """(E, F): each edge's source node features."""
@@ -117,32 +130,32 @@ class MessageGraph:
 
     def u_add_v(self, x_src: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
         """(E, F): ``x_src[src] + x_dst[dst]``."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return dgl.ops.u_add_v(self.dgl, x_src, x_dst)
         return self.gather_src(x_src) + self.gather_dst(x_dst)
 
     # -- edges to destination nodes -----------------------------------------------------------------
     def reduce(self, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over each node's incoming edge values ``e`` (E, F)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("copy_rhs", op, None, e)
         return self._torch_reduce(e, op)
 
     def copy_u(self, x: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of the source features ``x[src]`` (fused on ``dgl``)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("copy_lhs", op, x, None)
         return self._torch_reduce(self.gather_src(x), op)
 
     def u_add_e(self, x: torch.Tensor, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of ``x[src] + e``."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("add", op, x, e)
         return self._torch_reduce(self.gather_src(x) + e, op)
 
     def u_mul_e(self, x: torch.Tensor, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of ``x[src] * e`` (``e`` may be (E, 1) to scale rows)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("mul", op, x, e)
         return self._torch_reduce(self.gather_src(x) * e, op)
 
@@ -186,15 +199,25 @@ def _rows(index: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce) -> torch.Tensor:
     """Max/min of the rows of ``values`` grouped by ``owner`` into ``n_out`` rows, routing the gradient
-    as DGL's kernels do: to the lowest tying row id; a group without rows gives 0."""
-    index = _rows(owner, values.dim()).expand_as(values)
+    as DGL's kernels do: to the lowest tying row id; a group without rows gives 0.
+
+    The extremum is found without autograd; the output then gathers each (group, feature) winner row,
+    so the gradient (and a second derivative) flows to that row only. The row ids are compared as
+    floats (exact below 2**24 in float32, 2**53 in float64) on contiguous tensors: CPU scatter and
+    where are several times slower on int64 and on expanded (stride-0) operands.
+    """
     n_rows = values.shape[0]
+    out_shape = (n_out, *values.shape[1:])
+    index = _rows(owner, values.dim()).expand_as(values)
     with torch.no_grad():
-        best = values.new_zeros((n_out, *values.shape[1:])).scatter_reduce(
+        best = values.new_zeros(out_shape).scatter_reduce(
             0, index, values, "amax" if op == "max" else "amin", include_self=False)
-        row_ids = _rows(torch.arange(n_rows, device=values.device), values.dim()).expand_as(values)
+        id_dtype = torch.float32 if n_rows < 2**24 else torch.float64
+        row_ids = _rows(torch.arange(n_rows, dtype=id_dtype, device=values.device), values.dim())
+        row_ids = row_ids.repeat(1, *values.shape[1:])  # contiguous (E, F...)
         candidates = torch.where(values == best.gather(0, index), row_ids, n_rows)
-        winner = torch.full(best.shape, n_rows, dtype=torch.long, device=values.device).scatter_reduce(
-            0, index, candidates, "amin", include_self=True)
+        winner = torch.full(out_shape, n_rows, dtype=id_dtype, device=values.device).scatter_reduce(
+            0, index, candidates, "amin", include_self=True).long()
     padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])  # row n_rows: an empty group
-    return padded.gather(0, winner)
+    # A NaN never equals the extremum and so wins no group: keep it (``best``) rather than hide it as 0.
+    return torch.where(winner < n_rows, padded.gather(0, winner), best)

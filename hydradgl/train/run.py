@@ -29,7 +29,7 @@ from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
-from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
+from hydradgl.train.runtime import Runtime, resolve_kernels, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.trainer import Trainer, evaluate
 
@@ -127,6 +127,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
+    model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
             **{f"head:{h.name}": ("head", head_kind(h, model.head_levels[h.name])) for h in cfg.heads}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
@@ -137,10 +138,12 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+        kernel_line = (f"kernels: {model.kernels} on {runtime.device} (training.kernels: {cfg.training.kernels}; "
+                       f"{runtime.world_size} process(es))")
+        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, kernel_line]) + "\n")
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
-        f"{runtime.world_size} process(es) on {runtime.device}")
+        f"{runtime.world_size} process(es) on {runtime.device}, {model.kernels} kernels")
 
     bar = _progress(console, quiet) if runtime.is_main else None
     epoch_task = bar.add_task("epochs", total=cfg.training.epochs, completed=trainer.epoch) if bar else None
