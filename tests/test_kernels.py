@@ -1,7 +1,7 @@
 """The two kernel paths (hydradgl.model.kernels): every primitive against a per-node loop, and the dgl and
 torch paths against each other for every primitive, every registered conv and head, and the paper model
 (float64, outputs and gradients of parameters and inputs to 1e-10), on batches with isolated atoms, one-atom
-graphs, graphs without atoms, no edges at all, and tied neighbour features. Tests marked ``cuda`` repeat
+graphs, graphs without atoms, batches without atoms or without edges, and tied neighbour features. Tests marked ``cuda`` repeat
 the comparison on a GPU when torch sees one."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def batch_graph(sizes: list[int], edges: list[tuple[int, int]]) -> MessageGraph:
 # Graph 2: no atoms. Graph 3: 3 atoms, a chain 5 -> 6 -> 7 plus 7 -> 6 (edge ids not sorted by dst).
 MIXED = ([5, 1, 0, 3], [(1, 0), (2, 0), (3, 0), (0, 1), (2, 3), (6, 7), (5, 6), (7, 6), (3, 2)])
 NO_EDGES = ([2, 1, 3], [])
-GRAPHS = {"mixed": MIXED, "no-edges": NO_EDGES, "one-atom": ([1], [])}
+GRAPHS = {"mixed": MIXED, "no-edges": NO_EDGES, "one-atom": ([1], []), "no-atoms": ([0, 0], [])}
 
 
 def features(n: int, seed: int, ties: bool = True) -> torch.Tensor:

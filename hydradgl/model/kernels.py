@@ -203,7 +203,7 @@ class MessageGraph:
     # -- nodes to graphs -------------------------------------------------------------------------
     def readout(self, h: torch.Tensor, op: Literal["sum", "mean", "max"] = "sum") -> torch.Tensor:
         """(B, F): ``op`` over each graph's nodes (0 for a graph without nodes)."""
-        if self.backend == "dgl":
+        if self.backend == "dgl" and self.num_nodes > 0:  # DGL's mean over a batch without nodes is NaN
             return dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
         if op == "max" and self.num_nodes > 0:
             best, winner, found = _extremum(h.detach(), self.node_graph(), self.num_graphs, "max", self._row_ids(h))
