@@ -1,8 +1,8 @@
 """The two kernel paths (hydradgl.model.kernels): every primitive against a per-node loop, and the dgl and
 torch paths against each other for every primitive, every registered conv and head, and the paper model
-(float64, outputs and gradients of parameters and inputs to 1e-10), on batches with isolated atoms, one-atom
-graphs, graphs without atoms, batches without atoms or without edges, and tied neighbour features. Tests marked ``cuda`` repeat
-the comparison on a GPU when torch sees one."""
+(float64, outputs and gradients of parameters and inputs to 1e-10), on batches with isolated atoms,
+one-atom graphs, graphs without atoms, batches without atoms or without edges, and tied neighbour
+features. Tests marked ``cuda`` repeat the comparison on a GPU when torch sees one."""
 
 from __future__ import annotations
 
