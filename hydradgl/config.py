@@ -111,7 +111,11 @@ class TrainingConfig(Section):
     plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
     seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    device: str = Field("auto", description="auto (this process's GPU when torch sees one, else the CPU), cpu, cuda "
+                        "or cuda:N.")
+    kernels: Literal["auto", "dgl", "torch"] = Field(
+        "auto", description="Message-passing kernels: dgl (DGL's fused sparse kernels), torch (plain torch, any "
+        "device torch supports), or auto: dgl where the installed DGL supports the device, else torch.")
     threads: int | None = Field(None, strict=True, ge=1, description=
                                 "torch CPU threads per process (default: torch's).")
 

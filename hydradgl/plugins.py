@@ -100,9 +100,15 @@ class ConvSpec(PluginSpec):
     ``uses_edge_features`` says whether the layer reads ``edge_attr``: a bool, or a function of the
     parsed options (for a layer where an option decides). When no layer reads them the trunk skips
     computing them. (A module attribute ``uses_edge_features = False`` is still honoured.)
+
+    ``kernels``: the message-passing paths the module runs on (hydradgl.model.kernels). The default is
+    dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
+    which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
+    declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.
     """
 
     uses_edge_features: bool | Callable[[Any], bool] = True
+    kernels: tuple[str, ...] = ("dgl",)
 
     def reads_edges(self, options: Any) -> bool:
         """Whether a layer built with ``options`` reads the edge features."""
@@ -122,10 +128,12 @@ class HeadSpec(PluginSpec):
     """``factory(in_dim, out_dim, layers, options, context: HeadContext) -> torch.nn.Module``.
 
     The module's ``forward(graph, h)`` returns (B, out_dim) for ``level="graph"`` heads and
-    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths.
+    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths. ``kernels``: as for
+    :class:`ConvSpec`.
     """
 
     level: Literal["graph", "node"] = "graph"
+    kernels: tuple[str, ...] = ("dgl",)
 
 
 @dataclass(frozen=True)

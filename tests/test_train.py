@@ -221,3 +221,19 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, small_prepared, monkeypatch):
     assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 3
     refused = CliRunner().invoke(main, ["train", "--resume", str(cfg.output_dir), "--conv", "sage"])
     assert refused.exit_code == 1 and "can only change training.epochs" in refused.output
+
+
+def test_torch_kernels_train_like_dgl_and_are_reported(tmp_path, small_prepared):
+    import io
+
+    from rich.console import Console
+
+    runs = {}
+    for path in ("dgl", "torch"):
+        cfg = small_config(tmp_path / path, **{"training.kernels": path, "training.epochs": 1})
+        buffer = io.StringIO()
+        runs[path] = train_run(cfg, data=small_prepared, console=Console(file=buffer, width=300), plots_enabled=False)
+        assert f"on cpu, {path} kernels" in buffer.getvalue()
+        assert f"kernels: {path} on cpu (training.kernels: {path}" in (cfg.output_dir / "run.log").read_text()
+    for key in ("train_loss", "val_loss"):
+        assert runs["torch"].history[0][key] == pytest.approx(runs["dgl"].history[0][key], rel=1e-4)

@@ -82,12 +82,14 @@ TRAINING_OPTIONS: list[Callable] = [
     click.option("--lr", type=float, help="Learning rate."),
     click.option("--seed", type=int, help="Training seed."),
     click.option("--device", help="auto, cpu, cuda or cuda:N."),
+    click.option("--kernels", type=click.Choice(["auto", "dgl", "torch"]),
+                 help="Message-passing kernels: auto (dgl where DGL supports the device, else torch), dgl, torch."),
     click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), help="Run directory."),
 ]
 
 FLAG_KEYS = {"dataset": "dataset.name", "conv": "model.conv", "epochs": "training.epochs",
              "batch_size": "training.batch_size", "lr": "training.lr", "seed": "training.seed",
-             "device": "training.device", "output": "output_dir"}
+             "device": "training.device", "kernels": "training.kernels", "output": "output_dir"}
 
 
 def _config_options(options: list[Callable]) -> Callable[[Callable], Callable]:

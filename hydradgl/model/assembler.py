@@ -65,6 +65,8 @@ class HydraModel(nn.Module):
         self.act = _activation(activation)
         self.heads = nn.ModuleDict(heads)
         self.head_descriptions = list(descriptions)
+        #: The kernel paths each plugin of this model declares (see resolve_kernels); build_model fills it.
+        self.plugin_kernels: dict[str, tuple[str, ...]] = {}
 
     @property
     def head_levels(self) -> dict[str, str]:
@@ -74,7 +76,8 @@ class HydraModel(nn.Module):
     def head_targets(self) -> dict[str, str]:
         return {d.name: d.target for d in self.head_descriptions}
 
-    #: The kernel path convs and heads run on (see hydradgl.model.kernels).
+    #: The kernel path convs and heads run on (hydradgl.model.kernels); the run sets it from
+    #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
     kernels: str = "dgl"
 
     def trunk(self, batch: Batch) -> torch.Tensor:
@@ -107,10 +110,14 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     needs_edges = conv_spec.reads_edges(conv_options) and any(getattr(c, "uses_edge_features", True) for c in convs)
     descriptions = describe_heads(cfg, info, registry)
     heads = {}
+    kernels = {f"conv plugin {m.conv!r}": tuple(conv_spec.kernels)}
     for i, d in enumerate(descriptions):
         spec = registry.head(d.kind)
         options = parse_options(spec.options, cfg.heads[i].options, f"heads[{i}].options", plugin=spec.name)
         heads[d.name] = spec.factory(m.hidden, d.dim, cfg.heads[i].layers, options, HeadContext(activation=m.activation))
-    return HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
-                      input_dim=sum(info.node_inputs.values()), norm=m.norm, activation=m.activation,
-                      needs_edges=needs_edges)
+        kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
+    model = HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
+                       input_dim=sum(info.node_inputs.values()), norm=m.norm, activation=m.activation,
+                       needs_edges=needs_edges)
+    model.plugin_kernels = kernels
+    return model

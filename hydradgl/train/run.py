@@ -31,7 +31,7 @@ from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
 from hydradgl.train.metrics import with_units
 from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
-from hydradgl.train.runtime import Runtime, broadcast_flag, setup_runtime, teardown_runtime
+from hydradgl.train.runtime import Runtime, broadcast_flag, resolve_kernels, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.tracking import Tracker, check_tracking, open_tracker
 from hydradgl.train.trainer import Trainer, evaluate
@@ -157,6 +157,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
+    model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
             **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
@@ -171,12 +172,14 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
-        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings]) + "\n")
+        kernel_line = (f"kernels: {model.kernels} on {runtime.device} (training.kernels: {cfg.training.kernels}; "
+                       f"{runtime.world_size} process(es))")
+        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings, kernel_line]) + "\n")
         atomic_write_csv(run_dir / "split.csv", split_rows(data))
     tracker = open_tracker(cfg, registry, run_dir, runtime.is_main, warn=lambda msg: log_warning(console, run_dir, msg))
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
-        f"{runtime.world_size} process(es) on {runtime.device}")
+        f"{runtime.world_size} process(es) on {runtime.device}, {model.kernels} kernels")
 
     bar = _progress(console, quiet) if runtime.is_main else None
     epoch_task = bar.add_task("epochs", total=cfg.training.epochs, completed=trainer.epoch) if bar else None

@@ -26,7 +26,7 @@ from hydradgl.model.heads import HeadDescription
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint
 from hydradgl.train.metrics import with_units
-from hydradgl.train.runtime import Runtime, resolve_device
+from hydradgl.train.runtime import Runtime, resolve_device, resolve_kernels
 from hydradgl.train.trainer import evaluate
 
 Checkpoint = Literal["best", "last"]
@@ -61,6 +61,7 @@ def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu
     model = build_model(cfg, info, registry)
     model.load_state_dict(state["model"])
     target = resolve_device(device)
+    model.kernels = resolve_kernels("auto", target, model.plugin_kernels)  # both paths compute the same function
     return SavedRun(cfg, info, model.to(target).eval(), target, path)
 
 

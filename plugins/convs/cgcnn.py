@@ -45,4 +45,5 @@ def make_cgcnn(in_dim: int, out_dim: int, options: CGCNNOptions, context: ConvCo
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="cgcnn", description="CGCNN gated convolution with distance features",
-                      options=CGCNNOptions, factory=make_cgcnn))
+                      options=CGCNNOptions, factory=make_cgcnn,
+                      kernels=("dgl", "torch")))

@@ -1,7 +1,7 @@
 """PNA convolution (Corso et al., "Principal Neighbourhood Aggregation for Graph Nets", NeurIPS 2020).
 
 Same function as a PNA tower (pre-transform M on [h_src, h_dst, e], aggregators x degree scalers,
-post-transform U on [h, aggregates]), computed with DGL's fused built-in reductions. M is linear, so
+post-transform U on [h, aggregates]), computed with the kernel layer's fused reductions. M is linear, so
 the message splits into a receiver term and a sender(+edge) term: m_ij = A_i + u_ij with
 u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on it, so only u is
 reduced: sum of [u, u^2] and max of [u, -u], two passes. Without edge features u lives on the nodes
@@ -176,5 +176,6 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 
 @hookimpl
 def register_convs(register):
-    register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on DGL's fused built-ins",
-                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features))
+    register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on fused gather-reduce kernels",
+                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features,
+                      kernels=("dgl", "torch")))

@@ -56,4 +56,5 @@ def make_graph_head(in_dim: int, out_dim: int, layers: list[int], options: Graph
 @hookimpl
 def register_heads(register):
     register(HeadSpec(name="graph-head", description="Readout (sum/mean/max) then FC layers, one value set per graph",
-                      options=GraphHeadOptions, factory=make_graph_head, level="graph"))
+                      options=GraphHeadOptions, factory=make_graph_head, level="graph",
+                      kernels=("dgl", "torch")))

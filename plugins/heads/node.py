@@ -39,4 +39,5 @@ def make_node_head(in_dim: int, out_dim: int, layers: list[int], options: NoOpti
 @hookimpl
 def register_heads(register):
     register(HeadSpec(name="node-head", description="Per-atom FC layers, one value set per atom",
-                      options=NoOptions, factory=make_node_head, level="node"))
+                      options=NoOptions, factory=make_node_head, level="node",
+                      kernels=("dgl", "torch")))

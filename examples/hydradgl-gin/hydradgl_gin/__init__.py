@@ -48,4 +48,5 @@ def make_gin(in_dim: int, out_dim: int, options: GINOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="gin", description="Graph Isomorphism Network convolution (example plugin)",
-                      options=GINOptions, factory=make_gin, uses_edge_features=False))
+                      options=GINOptions, factory=make_gin, uses_edge_features=False,
+                      kernels=("dgl", "torch")))
