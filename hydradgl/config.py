@@ -57,6 +57,9 @@ class ModelConfig(Section):
     edge_features: Literal["none", "distance", "gaussian"] = Field(
         "gaussian", description="Edge features passed to the convs: none, raw distance, or a Gaussian expansion.")
     edge_basis: int = Field(16, ge=1, description="Number of Gaussians in the distance expansion.")
+    edge_envelope: Literal["cosine", "none"] = Field(
+        "cosine", description="Multiply the Gaussian edge features by a cosine cutoff envelope, so they go "
+                              "smoothly to 0 at the cutoff radius (none: plain Gaussians).")
 
 
 class HeadConfig(Section):

@@ -82,6 +82,8 @@ class ConvSpec(PluginSpec):
     The module's ``forward(graph, h, edge_attr)`` maps node features (N, in_dim) to (N, out_dim);
     ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job. A module
     that ignores edge features may set ``uses_edge_features = False`` so the trunk skips computing them.
+    A module that sets ``uses_geometry = True`` is called as ``forward(graph, h, edge_attr, geometry=g)``
+    with ``g`` a :class:`hydradgl.model.layers.EdgeGeometry` (distances, edge vectors, cutoff envelope).
     """
 
 

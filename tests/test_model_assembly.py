@@ -16,7 +16,7 @@ from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss
 from tests.conftest import small_config
 
-CONVS = ["pna", "sage", "cgcnn"]
+CONVS = ["pna", "sage", "cgcnn", "schnet", "egnn"]
 
 
 def model_for(conv, prepared, **overrides):

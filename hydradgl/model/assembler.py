@@ -10,7 +10,7 @@ from hydradgl.configio import head_kind, parse_options
 from hydradgl.data.batch import Batch
 from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import GaussianExpansion, activation
+from hydradgl.model.layers import EdgeGeometry, GaussianExpansion, activation
 from hydradgl.plugins import ConvContext, HeadContext, Registry, get_registry
 
 
@@ -22,10 +22,10 @@ def _norm(kind: str, width: int) -> nn.Module:
 class EdgeFeatures(nn.Module):
     """Edge features from distances, computed once per forward and shared by every conv layer."""
 
-    def __init__(self, kind: str, cutoff: float, basis: int):
+    def __init__(self, kind: str, cutoff: float, basis: int, envelope: bool = False):
         super().__init__()
         self.kind = kind
-        self.expand = GaussianExpansion(cutoff, basis) if kind == "gaussian" else None
+        self.expand = GaussianExpansion(cutoff, basis, envelope) if kind == "gaussian" else None
         self.dim = {"none": 0, "distance": 1, "gaussian": basis}[kind]
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor | None:
@@ -45,7 +45,7 @@ class HydraModel(nn.Module):
         self.embedding = nn.Embedding(len(info.species), m.hidden)
         input_dim = sum(info.node_inputs.values())
         self.input_proj = nn.Linear(input_dim, m.hidden, bias=False) if input_dim else None
-        self.edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis)
+        self.edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis, m.edge_envelope == "cosine")
         conv_spec = registry.conv(m.conv)
         conv_options = parse_options(conv_spec.options, m.conv_options, "model.conv_options", plugin=m.conv)
         context = ConvContext(edge_dim=self.edge_features.dim, degree_histogram=info.degree_histogram,
@@ -55,6 +55,9 @@ class HydraModel(nn.Module):
         # A conv may declare ``uses_edge_features = False``; then nothing is computed per edge for it.
         self.needs_edges = self.edge_features.dim > 0 and any(
             getattr(c, "uses_edge_features", True) for c in self.convs)
+        # A conv that declares ``uses_geometry = True`` also gets the raw edge geometry (EdgeGeometry).
+        self.geometry_convs = [bool(getattr(c, "uses_geometry", False)) for c in self.convs]
+        self.cutoff = info.cutoff
         self.norms = nn.ModuleList(_norm(m.norm, m.hidden) for _ in range(m.layers))
         self.act = activation(m.activation)
         self.heads = nn.ModuleDict()
@@ -85,8 +88,11 @@ class HydraModel(nn.Module):
         if self.input_proj is not None:
             h = h + self.input_proj(batch.node_inputs)
         edge_attr = self.edge_features(batch.edge_dist) if self.needs_edges else None
-        for conv, norm in zip(self.convs, self.norms):
-            h = self.act(norm(conv(graph, h, edge_attr)))
+        geometry = (EdgeGeometry.from_batch(batch.edge_dist, batch.edge_vec, self.cutoff)
+                    if any(self.geometry_convs) else None)
+        for conv, norm, wants_geometry in zip(self.convs, self.norms, self.geometry_convs):
+            out = conv(graph, h, edge_attr, geometry=geometry) if wants_geometry else conv(graph, h, edge_attr)
+            h = self.act(norm(out))
         return h
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -4,8 +4,11 @@ Same function as a PNA tower (pre-transform M on [h_src, h_dst, e], aggregators 
 post-transform U on [h, aggregates]), computed with DGL's fused built-in reductions. M is linear, so
 the message splits into a receiver term and a sender(+edge) term: m_ij = A_i + u_ij with
 u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on it, so only u is
-reduced: sum of [u, u^2] and max of [u, -u], two passes. Without edge features u lives on the nodes
-(copy_u), so no per-edge tensor is ever materialized.
+reduced: sums of u and u^2, and max of [u, -u] (the min is minus the max of -u). Without edge features
+u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With edge features
+(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch), [C, -C] comes out of one
+matmul with weights [W_e; -W_e] and the max runs fused over [B, -B] (nodes) + [C, -C] (edges); only the
+sums form u per edge.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.nn import functional as F
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
@@ -32,7 +36,7 @@ class PNAOptions(BaseModel):
     aggregators: list[Aggregator] = Field(["mean", "min", "max", "std"], min_length=1)
     scalers: list[Scaler] = Field(["identity", "amplification", "attenuation"], min_length=1)
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
-    use_edge_features: bool = Field(False, description="Feed the trunk's edge features into the messages (the paper's PNA: off; distance enters through the radius graph).")
+    use_edge_features: bool = Field(True, description="Feed the trunk's edge features (the radial basis of the distance) into the messages (the paper's PNA: off; distance then enters only through the radius graph).")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
@@ -84,18 +88,32 @@ class PNATower(nn.Module):
             sum_in = graph.copy_u(torch.cat([src_term, src_term * src_term], dim=1), "sum") if self.need_sum else None
             max_in = graph.copy_u(torch.cat([src_term, -src_term], dim=1), "max") if self.need_max else None
             return {"sum": sum_in, "max": max_in}
-        if dst_term is None:
-            u = graph.gather_src(src_term) + edge_term
-        else:
-            u = graph.u_add_v(src_term, dst_term)
-            u = self.pre_rest(torch.relu(u if edge_term is None else u + edge_term))
+        if dst_term is None:  # u = B_j + C_ij: max fused over [B, -B] and [C, -C] (one matmul, no cat per edge)
+            f = src_term.shape[1]
+            max_in = graph.u_add_e(torch.cat([src_term, -src_term], dim=1), edge_term, "max") if self.need_max else None
+            if not self.need_sum:
+                return {"sum": None, "max": max_in}
+            u = graph.gather_src(src_term) + edge_term[:, :f]
+            return {"sum": torch.cat([graph.reduce(u, "sum"), graph.reduce(u * u, "sum")], dim=1), "max": max_in}
+        u = graph.u_add_v(src_term, dst_term)
+        u = self.pre_rest(torch.relu(u if edge_term is None else u + edge_term))
         return {"sum": graph.reduce(torch.cat([u, u * u], dim=1), "sum") if self.need_sum else None,
                 "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
+
+    def _edge_term(self, edge_attr: torch.Tensor | None) -> torch.Tensor | None:
+        """C_ij = W_e e_ij per edge; for the one-layer message also -C_ij beside it, from the same matmul
+        (weights [W_e; -W_e]), so the max and min come from one fused pass."""
+        if self.pre_edge is None:
+            return None
+        if self.pre_rest is not None or not self.need_max:
+            return self.pre_edge(edge_attr)
+        w = self.pre_edge.weight
+        return F.linear(edge_attr, torch.cat([w, -w], dim=0))
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None, degree: torch.Tensor,
                 delta: torch.Tensor) -> torch.Tensor:
         a = self.pre_dst(h)
-        edge_term = self.pre_edge(edge_attr) if self.pre_edge is not None else None
+        edge_term = self._edge_term(edge_attr)
         if self.pre_rest is None:
             reduced = self._reduce(graph, self.pre_src(h), edge_term)
         else:  # the receiver term is inside the per-edge message already
@@ -140,6 +158,9 @@ class PNAConv(nn.Module):
         towers = options.towers
         if (options.divide_input and in_dim % towers) or out_dim % towers:
             raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths ({in_dim}, {out_dim})")
+        if options.use_edge_features and context.edge_dim <= 0:
+            raise ConfigError("pna: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
+                              "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
         edge_dim = context.edge_dim if options.use_edge_features else 0
         self.uses_edge_features = edge_dim > 0
         self.divide_input = options.divide_input
