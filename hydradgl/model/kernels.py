@@ -146,6 +146,30 @@ class MessageGraph:
             return self._dgl_spmm("mul", op, x, e)
         return self._torch_reduce(self.gather_src(x) * e, op)
 
+    def u_add_e_linear(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
+                       op: Literal["max", "min"] = "max") -> torch.Tensor:
+        """(N, F): ``op`` over incoming edges of ``x[src] + basis @ weight.T``, with ``basis`` (E, K) a
+        per-edge expansion shared by many layers and ``weight`` (F, K) a layer's projection of it.
+
+        Same value as ``u_add_e(x, basis @ weight.T, op)``, but the backward pass forms no per-edge
+        tensor: a max (min) picks one edge per output element, so the gradient of ``weight`` gathers
+        those edges' basis rows ((N, F, K) values) instead of scattering an (E, F) gradient and
+        multiplying it by the (E, K) basis.
+        """
+        return _UAddELinearExtremum.apply(self, x, basis, weight, op)
+
+    def _edge_winners(self, x: torch.Tensor, e: torch.Tensor, op: Reduce) -> tuple[torch.Tensor, torch.Tensor]:
+        """``op`` over incoming edges of ``x[src] + e`` and, per output element, the edge it came
+        from (the lowest edge id among ties; any id for a node without edges)."""
+        if self.backend == "dgl":
+            out, (_, arg_e) = dgl._sparse_ops._gspmm(self.dgl._graph, "add", op, x, e)
+            out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
+            return out, arg_e.long().clamp(min=0)
+        u = self.gather_src(x) + e
+        winner = _winners(u, self.dst, self.num_nodes, op).clamp(max=max(self.num_edges - 1, 0))
+        out = u.gather(0, winner) if self.num_edges else u.new_zeros((self.num_nodes, *u.shape[1:]))
+        return torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(())), winner
+
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
         if op in ("max", "min"):  # DGL leaves -inf/inf on nodes without edges: those are 0 here
@@ -184,9 +208,9 @@ def _rows(index: torch.Tensor, dim: int) -> torch.Tensor:
     return index.view(-1, *([1] * (dim - 1)))
 
 
-def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce) -> torch.Tensor:
-    """Max/min of the rows of ``values`` grouped by ``owner`` into ``n_out`` rows, routing the gradient
-    as DGL's kernels do: to the lowest tying row id; a group without rows gives 0."""
+def _winners(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce) -> torch.Tensor:
+    """(n_out, ...) long: per output element, the row of ``values`` holding the max/min of its group
+    (``owner``), the lowest row id among ties as DGL's kernels do; ``len(values)`` for an empty group."""
     index = _rows(owner, values.dim()).expand_as(values)
     n_rows = values.shape[0]
     with torch.no_grad():
@@ -194,7 +218,42 @@ def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce)
             0, index, values, "amax" if op == "max" else "amin", include_self=False)
         row_ids = _rows(torch.arange(n_rows, device=values.device), values.dim()).expand_as(values)
         candidates = torch.where(values == best.gather(0, index), row_ids, n_rows)
-        winner = torch.full(best.shape, n_rows, dtype=torch.long, device=values.device).scatter_reduce(
+        return torch.full(best.shape, n_rows, dtype=torch.long, device=values.device).scatter_reduce(
             0, index, candidates, "amin", include_self=True)
+
+
+def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce) -> torch.Tensor:
+    """Max/min of the rows of ``values`` grouped by ``owner`` into ``n_out`` rows, routing the gradient
+    as DGL's kernels do: to the lowest tying row id; a group without rows gives 0."""
+    winner = _winners(values, owner, n_out, op)
     padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])  # row n_rows: an empty group
     return padded.gather(0, winner)
+
+
+class _UAddELinearExtremum(torch.autograd.Function):
+    """:meth:`MessageGraph.u_add_e_linear`: the per-edge term is formed in the forward pass only."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, x, basis, weight, op):
+        out, winner = graph._edge_winners(x, basis @ weight.T, op)
+        ctx.graph = graph
+        ctx.save_for_backward(basis, weight, winner)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        basis, weight, winner = ctx.saved_tensors
+        graph = ctx.graph
+        if graph.num_edges == 0:  # the output is the constant 0
+            return None, torch.zeros_like(grad), torch.zeros_like(basis), torch.zeros_like(weight), None
+        grad = grad * (graph.in_degrees() > 0).unsqueeze(-1).to(grad.dtype)  # nodes without edges: constant 0
+        grad_x = grad_basis = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_x = grad.new_zeros(grad.shape).scatter_add_(0, graph.src[winner], grad)
+        if ctx.needs_input_grad[2]:
+            rows = (grad.unsqueeze(-1) * weight).reshape(-1, weight.shape[1])
+            grad_basis = basis.new_zeros(basis.shape).index_add_(0, winner.reshape(-1), rows)
+        if ctx.needs_input_grad[3]:
+            picked = basis.index_select(0, winner.reshape(-1)).view(*winner.shape, basis.shape[1])
+            grad_weight = torch.einsum("nf,nfk->fk", grad, picked)
+        return None, grad_x, grad_basis, grad_weight, None

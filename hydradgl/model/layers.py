@@ -55,7 +55,8 @@ class GaussianExpansion(nn.Module):
         self.cutoff, self.envelope = cutoff, envelope
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        rbf = torch.exp(-self.gamma * (dist[:, None] - self.centres) ** 2)
+        # exponents below -50 are held there (e^-50 ~ 2e-22): denormal floats would slow every later op
+        rbf = torch.exp((-self.gamma * (dist[:, None] - self.centres) ** 2).clamp(min=-50.0))
         return rbf * cosine_cutoff(dist, self.cutoff)[:, None] if self.envelope else rbf
 
 

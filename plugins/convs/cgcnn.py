@@ -30,7 +30,7 @@ class CGCNNConv(nn.Module):
         self.edge = nn.Linear(edge_dim, 2 * dim, bias=False)
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        z = graph.u_add_v(self.src(h), self.dst(h)) + self.edge(edge_attr)
+        z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edge_attr, self.edge.weight.T)  # one pass over E
         return h + graph.reduce(torch.sigmoid(z[:, : self.dim]) * F.softplus(z[:, self.dim:]), "sum")
 
 

@@ -6,9 +6,9 @@ the message splits into a receiver term and a sender(+edge) term: m_ij = A_i + u
 u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on it, so only u is
 reduced: sums of u and u^2, and max of [u, -u] (the min is minus the max of -u). Without edge features
 u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With edge features
-(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch), [C, -C] comes out of one
-matmul with weights [W_e; -W_e] and the max runs fused over [B, -B] (nodes) + [C, -C] (edges); only the
-sums form u per edge.
+(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the max of [u, -u] runs fused
+over [B, -B] on the nodes and the basis projected by [W_e; -W_e], with a backward pass that forms no
+per-edge gradient (MessageGraph.u_add_e_linear); only the sums form u per edge.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
-from torch.nn import functional as F
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
@@ -80,45 +79,40 @@ class PNATower(nn.Module):
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
 
-    def _reduce(self, graph, src_term: torch.Tensor, edge_term: torch.Tensor | None,
-                dst_term: torch.Tensor | None = None):
-        """Sum of u and u^2, and max of u and -u, over each node's incoming edges. With ``dst_term``
-        (pre_layers > 1) u is the whole message pre_rest(relu(A_i + B_j (+ C_ij)))."""
-        if edge_term is None and dst_term is None:  # u lives on the source nodes
-            sum_in = graph.copy_u(torch.cat([src_term, src_term * src_term], dim=1), "sum") if self.need_sum else None
-            max_in = graph.copy_u(torch.cat([src_term, -src_term], dim=1), "max") if self.need_max else None
-            return {"sum": sum_in, "max": max_in}
-        if dst_term is None:  # u = B_j + C_ij: max fused over [B, -B] and [C, -C] (one matmul, no cat per edge)
-            f = src_term.shape[1]
-            max_in = graph.u_add_e(torch.cat([src_term, -src_term], dim=1), edge_term, "max") if self.need_max else None
-            if not self.need_sum:
-                return {"sum": None, "max": max_in}
-            u = graph.gather_src(src_term) + edge_term[:, :f]
-            return {"sum": torch.cat([graph.reduce(u, "sum"), graph.reduce(u * u, "sum")], dim=1), "max": max_in}
-        u = graph.u_add_v(src_term, dst_term)
-        u = self.pre_rest(torch.relu(u if edge_term is None else u + edge_term))
+    def _reduce_nodes(self, graph, b: torch.Tensor) -> dict:
+        """Without edge features u_ij = B_j lives on the source nodes: fused copy_u, nothing per edge."""
+        return {"sum": graph.copy_u(torch.cat([b, b * b], dim=1), "sum") if self.need_sum else None,
+                "max": graph.copy_u(torch.cat([b, -b], dim=1), "max") if self.need_max else None}
+
+    def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor) -> dict:
+        """u_ij = B_j + W_e e_ij. The max of [u, -u] runs fused on [B, -B] and the basis with weights
+        [W_e; -W_e] (u_add_e_linear: no per-edge gradient); only the sums form u per edge (one addmm)."""
+        w = self.pre_edge.weight
+        max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max") \
+            if self.need_max else None
+        if not self.need_sum:
+            return {"sum": None, "max": max_in}
+        u = torch.addmm(graph.gather_src(b), edge_attr, w.T)
+        return {"sum": torch.cat([graph.reduce(u, "sum"), graph.reduce(u * u, "sum")], dim=1), "max": max_in}
+
+    def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None) -> dict:
+        """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
+        u = graph.u_add_v(b, a)
+        u = self.pre_rest(torch.relu(u if edge_attr is None else u + self.pre_edge(edge_attr)))
         return {"sum": graph.reduce(torch.cat([u, u * u], dim=1), "sum") if self.need_sum else None,
                 "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
 
-    def _edge_term(self, edge_attr: torch.Tensor | None) -> torch.Tensor | None:
-        """C_ij = W_e e_ij per edge; for the one-layer message also -C_ij beside it, from the same matmul
-        (weights [W_e; -W_e]), so the max and min come from one fused pass."""
-        if self.pre_edge is None:
-            return None
-        if self.pre_rest is not None or not self.need_max:
-            return self.pre_edge(edge_attr)
-        w = self.pre_edge.weight
-        return F.linear(edge_attr, torch.cat([w, -w], dim=0))
-
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None, degree: torch.Tensor,
                 delta: torch.Tensor) -> torch.Tensor:
-        a = self.pre_dst(h)
-        edge_term = self._edge_term(edge_attr)
-        if self.pre_rest is None:
-            reduced = self._reduce(graph, self.pre_src(h), edge_term)
-        else:  # the receiver term is inside the per-edge message already
-            reduced = self._reduce(graph, self.pre_src(h), edge_term, dst_term=a)
+        a, b = self.pre_dst(h), self.pre_src(h)
+        edge_attr = edge_attr if self.pre_edge is not None else None
+        if self.pre_rest is not None:  # the receiver term is inside the per-edge message already
+            reduced = self._reduce_mlp(graph, b, a, edge_attr)
             a = torch.zeros_like(a)
+        elif edge_attr is not None:
+            reduced = self._reduce_edges(graph, b, edge_attr)
+        else:
+            reduced = self._reduce_nodes(graph, b)
         f = a.shape[1]
         deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates, finite scalers
         has_edges = (degree > 0).unsqueeze(1).to(h.dtype)
