@@ -89,9 +89,11 @@ class ConvSpec(PluginSpec):
 
 @dataclass(frozen=True)
 class HeadContext:
-    """What a head factory gets besides its options: the activation the config names."""
+    """What a head factory gets besides its options: the activation the config names, and the
+    dataset's description of the head's target (level, dimension, unit; None when built without one)."""
 
     activation: str
+    target: Any = None  # hydradgl.data.records.TargetInfo
 
 
 @dataclass(frozen=True)

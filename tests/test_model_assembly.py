@@ -126,3 +126,17 @@ def test_model_moves_with_batch_to_device(small_prepared):
     batch = collate(small_prepared.train, np.arange(3)).to("cpu")
     assert model.to("cpu")(batch)["H"].device.type == "cpu"
     assert model.convs[0].delta.device.type == "cpu"
+
+
+def test_graph_head_readout_follows_the_target_unless_set():
+    from types import SimpleNamespace
+
+    from hydradgl.plugins import HeadContext
+    from hydradgl_plugins.heads.graph import GraphHeadOptions, make_graph_head
+
+    def readout(options, target):
+        return make_graph_head(4, 1, [3], GraphHeadOptions(**options), HeadContext("relu", target)).readout
+
+    assert readout({}, None) == "mean"  # nothing known: mean, as before
+    assert readout({}, SimpleNamespace(readout="sum")) == "sum"  # an extensive target (total energy)
+    assert readout({"readout": "max"}, SimpleNamespace(readout="sum")) == "max"  # the config wins

@@ -74,7 +74,7 @@ class HydraModel(nn.Module):
                                   f"{head.target_name!r} is {target.level}-level")
             options = parse_options(spec.options, head.options, f"heads[{i}].options", plugin=spec.name)
             self.heads[head.name] = spec.factory(m.hidden, target.dim, head.layers, options,
-                                                 HeadContext(activation=m.activation))
+                                                 HeadContext(activation=m.activation, target=target))
             self.head_levels[head.name] = target.level
             self.head_targets[head.name] = head.target_name
 
