@@ -145,7 +145,28 @@ class PNATower(nn.Module):
 
 
 class PNAConv(nn.Module):
-    """PNA layer: towers over feature slices, optionally mixed by a linear layer."""
+    r"""PNA layer: towers over feature slices, optionally mixed by a linear layer.
+
+    Per tower, with messages :math:`m_{ij} = M [h_j, h_i, e_{ij}]` (:math:`e_{ij}` the trunk's edge
+    features when ``use_edge_features``; :math:`M` linear, or an MLP with ``pre_layers`` > 1):
+
+    .. math::
+        h_i' = U\left[h_i,\ igoplus_{s \in S} igoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})ight]
+
+    with aggregators :math:`A` (mean, min, max, std, sum), degree scalers :math:`S` (identity,
+    amplification :math:`\log(d+1)/\delta`, attenuation :math:`\delta/\log(d+1)`, :math:`\delta` the
+    training set's mean of :math:`\log(d+1)`) and :math:`U` linear (or an MLP with ``post_layers`` > 1).
+    An atom without neighbours aggregates 0.
+
+    Args:
+        in_dim: input node feature width.
+        out_dim: output width.
+        options: aggregators, scalers, towers, use_edge_features, mixing, pre/post layers, divide_input.
+        context: edge feature width and the training in-degree histogram.
+
+    Shapes:
+        node features (N, in_dim), edge features (E, edge_dim) or None -> (N, out_dim).
+    """
 
     def __init__(self, in_dim: int, out_dim: int, options: PNAOptions, context: ConvContext):
         super().__init__()
