@@ -87,6 +87,9 @@ class TrainingConfig(Section):
     plateau_factor: float = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
     plateau_patience: int = Field(5, ge=1, description="Reduce-on-plateau patience in epochs.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
+    precise_bn_graphs: int | None = Field(
+        2048, ge=1, description="Before each evaluation, recompute batch-norm statistics with the current weights "
+                                "over this many training graphs (null: keep the running averages, which are noisy).")
     seed: int = Field(0, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (default: torch's).")

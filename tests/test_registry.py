@@ -94,6 +94,6 @@ def test_unknown_name_suggests_closest(registry):
 def test_builtins_come_through_entry_points(registry):
     builtin = registry.distributions["hydradgl"]
     assert builtin.builtin and not builtin.broken
-    assert sorted(builtin.provides["conv"]) == ["cgcnn", "pna", "sage"]
+    assert sorted(builtin.provides["conv"]) == ["cgcnn", "egnn", "pna", "sage", "schnet"]
     assert sorted(builtin.provides["dataset"]) == ["extxyz", "fept", "lsms"]
     assert registry.head("graph-head").level == "graph" and registry.head("node-head").level == "node"
