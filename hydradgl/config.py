@@ -82,6 +82,9 @@ class ModelConfig(Section):
     edge_features: Literal["none", "distance", "gaussian"] = Field(
         "gaussian", description="Edge features passed to the convs: none, raw distance, or a Gaussian expansion.")
     edge_basis: int = Field(16, strict=True, ge=1, description="Number of Gaussians in the distance expansion.")
+    edge_envelope: Literal["cosine", "none"] = Field(
+        "cosine", description="Multiply the Gaussian edge features by a cosine cutoff envelope, so they go "
+                              "smoothly to 0 at the cutoff radius (none: plain Gaussians).")
 
 
 class HeadConfig(Section):
@@ -110,6 +113,9 @@ class TrainingConfig(Section):
     plateau_factor: Number = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
     plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
+    precise_bn_graphs: int | None = Field(
+        2048, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "
+        "current weights over this many training graphs (null: keep the running averages, which are noisy).")
     seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto (this process's GPU when torch sees one, else the CPU), cpu, cuda "
                         "or cuda:N.")

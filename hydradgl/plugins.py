@@ -100,6 +100,8 @@ class ConvSpec(PluginSpec):
     ``uses_edge_features`` says whether the layer reads ``edge_attr``: a bool, or a function of the
     parsed options (for a layer where an option decides). When no layer reads them the trunk skips
     computing them. (A module attribute ``uses_edge_features = False`` is still honoured.)
+    A module that sets ``uses_geometry = True`` is called as ``forward(graph, h, edge_attr, geometry=g)``
+    with ``g`` a :class:`hydradgl.model.layers.EdgeGeometry` (distances, edge vectors, cutoff envelope).
 
     ``kernels``: the message-passing paths the module runs on (hydradgl.model.kernels). The default is
     dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
@@ -118,9 +120,11 @@ class ConvSpec(PluginSpec):
 
 @dataclass(frozen=True)
 class HeadContext:
-    """What a head factory gets besides its options: the activation the config names."""
+    """What a head factory gets besides its options: the activation the config names, and the
+    dataset's description of the head's target (level, dimension, unit; None when built without one)."""
 
     activation: str
+    target: Any = None  # hydradgl.data.records.TargetInfo
 
 
 @dataclass(frozen=True)

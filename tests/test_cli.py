@@ -26,7 +26,7 @@ def test_list_plugins_table_and_json():
     data = json.loads(run("list-plugins", "--json").output)
     builtin = next(d for d in data["distributions"] if d["name"] == "hydradgl")
     assert builtin["builtin"] and builtin["status"] == "ok"
-    assert {"pna", "sage", "cgcnn"} <= set(builtin["provides"]["conv"])
+    assert {"pna", "sage", "cgcnn", "schnet", "egnn"} <= set(builtin["provides"]["conv"])
     assert {p["name"] for p in data["plugins"] if p["kind"] == "dataset"} >= {"fept", "lsms", "extxyz"}
 
 

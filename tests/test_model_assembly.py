@@ -135,3 +135,17 @@ def test_model_on_cuda_matches_cpu(small_prepared):
     assert model.convs[0].delta.device.type == "cuda"
     for name, value in expected.items():
         torch.testing.assert_close(moved[name].cpu(), value, atol=1e-4, rtol=1e-4)
+
+
+def test_graph_head_readout_follows_the_target_unless_set():
+    from types import SimpleNamespace
+
+    from hydradgl.plugins import HeadContext
+    from hydradgl_plugins.heads.graph import GraphHeadOptions, make_graph_head
+
+    def readout(options, target):
+        return make_graph_head(4, 1, [3], GraphHeadOptions(**options), HeadContext("relu", target)).readout
+
+    assert readout({}, None) == "mean"  # nothing known: mean, as before
+    assert readout({}, SimpleNamespace(readout="sum")) == "sum"  # an extensive target (total energy)
+    assert readout({"readout": "max"}, SimpleNamespace(readout="sum")) == "max"  # the config wins

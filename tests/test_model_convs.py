@@ -62,6 +62,7 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.
 @pytest.mark.parametrize("aggregators,scalers", [
     (["mean", "min", "max", "std"], ["identity", "amplification", "attenuation"]),
     (["sum", "max"], ["identity"]),
+    (["min", "max"], ["amplification"]),
 ])
 def test_pna_matches_reference(edges, aggregators, scalers):
     graph = random_graph()
@@ -103,7 +104,7 @@ def test_pna_deeper_pre_and_post_transforms_match_reference(edges):
 
 def test_pna_undivided_input_feeds_every_tower_all_features():
     graph = random_graph()
-    conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False),
+    conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False, use_edge_features=False),
                     ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     out = conv(graph, h)
@@ -114,17 +115,29 @@ def test_pna_undivided_input_feeds_every_tower_all_features():
 
 def test_pna_towers_split_features():
     graph = random_graph()
-    conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False), ConvContext(0, [0, 1, 1], 7.0)).double()
+    conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False, use_edge_features=False), ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
     out = conv(graph, h)
     first = conv.towers[0](graph, h[:, :4], None, graph.in_degrees().double(), conv.delta)
     torch.testing.assert_close(out[:, :4], first)
 
 
-def test_pna_isolated_atom_is_finite():
+@pytest.mark.parametrize("edges", [False, True])
+def test_pna_isolated_atom_is_finite(edges):
     graph = MessageGraph.from_edges(torch.tensor([0]), torch.tensor([1]), 3)
-    conv = make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
-    assert torch.isfinite(conv(graph, torch.randn(3, 4))).all()
+    conv = make_pna(4, 4, PNAOptions(use_edge_features=edges), ConvContext(2 if edges else 0, [1, 2], 7.0))
+    h = torch.randn(3, 4, requires_grad=True)
+    out = conv(graph, h, torch.randn(1, 2))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(h.grad).all()
+
+
+def test_pna_edge_features_on_by_default_and_refused_without_them():
+    from hydradgl.errors import ConfigError
+
+    assert PNAOptions().use_edge_features
+    with pytest.raises(ConfigError, match=r"model.conv_options.use_edge_features is true but model.edge_features is 'none'"):
+        make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
 
 
 def test_pna_matches_dgl_pnaconv(monkeypatch):
@@ -136,7 +149,8 @@ def test_pna_matches_dgl_pnaconv(monkeypatch):
     ref = dgl.nn.PNAConv(6, 6, aggs, scalers, delta, residual=False).double().eval()
     tower_ref = ref.towers[0]
     tower_ref.batchnorm = torch.nn.Identity()
-    ours = make_pna(6, 6, PNAOptions(aggregators=aggs, scalers=scalers), ConvContext(0, hist, 7.0)).double()
+    ours = make_pna(6, 6, PNAOptions(aggregators=aggs, scalers=scalers, use_edge_features=False),
+                    ConvContext(0, hist, 7.0)).double()
     t = ours.towers[0]
     with torch.no_grad():
         t.pre_src.weight.copy_(tower_ref.M.weight[:, :6])
@@ -191,7 +205,7 @@ def test_pna_bad_options_are_named():
     from hydradgl.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.conv_options.towers = 3 must divide the layer widths \(20, 20\)"):
-        make_pna(20, 20, PNAOptions(towers=3), ConvContext(0, None, 7.0))
+        make_pna(20, 20, PNAOptions(towers=3, use_edge_features=False), ConvContext(0, None, 7.0))
     with pytest.raises(ValidationError, match="aggregators has repeated entries"):
         PNAOptions(aggregators=["mean", "mean"])
     with pytest.raises(ValidationError, match="pre_layers"):

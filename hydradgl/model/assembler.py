@@ -10,7 +10,7 @@ from hydradgl.configio import parse_options
 from hydradgl.data.batch import Batch
 from hydradgl.data.records import DatasetInfo
 from hydradgl.model.heads import HeadDescription, describe_heads
-from hydradgl.model.layers import GaussianExpansion
+from hydradgl.model.layers import EdgeGeometry, GaussianExpansion
 from hydradgl.model.layers import activation as _activation
 from hydradgl.plugins import ConvContext, HeadContext, Registry, get_registry
 
@@ -23,10 +23,10 @@ def _norm(kind: str, width: int) -> nn.Module:
 class EdgeFeatures(nn.Module):
     """Edge features from distances, computed once per forward and shared by every conv layer."""
 
-    def __init__(self, kind: str, cutoff: float, basis: int):
+    def __init__(self, kind: str, cutoff: float, basis: int, envelope: bool = False):
         super().__init__()
-        self.kind = kind
-        self.expand = GaussianExpansion(cutoff, basis) if kind == "gaussian" else None
+        self.kind, self.cutoff = kind, cutoff
+        self.expand = GaussianExpansion(cutoff, basis, envelope) if kind == "gaussian" else None
         self.dim = {"none": 0, "distance": 1, "gaussian": basis}[kind]
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor | None:
@@ -61,6 +61,9 @@ class HydraModel(nn.Module):
         self.edge_features = edge_features
         self.convs = nn.ModuleList(convs)
         self.needs_edges = needs_edges and self.edge_features.dim > 0
+        # A conv that declares ``uses_geometry = True`` also gets the raw edge geometry (EdgeGeometry).
+        self.geometry_convs = [bool(getattr(c, "uses_geometry", False)) for c in self.convs]
+        self.cutoff = edge_features.cutoff
         self.norms = nn.ModuleList(_norm(norm, hidden) for _ in convs)
         self.act = _activation(activation)
         self.heads = nn.ModuleDict(heads)
@@ -87,8 +90,11 @@ class HydraModel(nn.Module):
         if self.input_proj is not None:
             h = h + self.input_proj(batch.node_inputs)
         edge_attr = self.edge_features(batch.edge_dist) if self.needs_edges else None
-        for conv, norm in zip(self.convs, self.norms):
-            h = self.act(norm(conv(graph, h, edge_attr)))
+        geometry = (EdgeGeometry.from_batch(batch.edge_dist, batch.edge_vec, self.cutoff)
+                    if any(self.geometry_convs) else None)
+        for conv, norm, wants_geometry in zip(self.convs, self.norms, self.geometry_convs):
+            out = conv(graph, h, edge_attr, geometry=geometry) if wants_geometry else conv(graph, h, edge_attr)
+            h = self.act(norm(out))
         return h
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -101,7 +107,7 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     """The model a config describes for data with ``info``: conv and head plugins looked up and built."""
     registry = registry or get_registry()
     m = cfg.model
-    edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis)
+    edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis, m.edge_envelope == "cosine")
     conv_spec = registry.conv(m.conv)
     conv_options = parse_options(conv_spec.options, m.conv_options, "model.conv_options", plugin=m.conv)
     context = ConvContext(edge_dim=edge_features.dim, degree_histogram=info.degree_histogram, cutoff=info.cutoff)
@@ -114,7 +120,7 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     for i, d in enumerate(descriptions):
         spec = registry.head(d.kind)
         options = parse_options(spec.options, cfg.heads[i].options, f"heads[{i}].options", plugin=spec.name)
-        heads[d.name] = spec.factory(m.hidden, d.dim, cfg.heads[i].layers, options, HeadContext(activation=m.activation))
+        heads[d.name] = spec.factory(m.hidden, d.dim, cfg.heads[i].layers, options, HeadContext(activation=m.activation, target=info.targets[d.target]))
         kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
     model = HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
                        input_dim=sum(info.node_inputs.values()), norm=m.norm, activation=m.activation,

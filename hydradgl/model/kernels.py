@@ -159,6 +159,32 @@ class MessageGraph:
             return self._dgl_spmm("mul", op, x, e)
         return self._torch_reduce(op, x, e, torch.mul)
 
+    def u_add_e_linear(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
+                       op: Literal["max", "min"] = "max") -> torch.Tensor:
+        """(N, F): ``op`` over incoming edges of ``x[src] + basis @ weight.T``, with ``basis`` (E, K) a
+        per-edge expansion shared by many layers and ``weight`` (F, K) a layer's projection of it.
+
+        Same value as ``u_add_e(x, basis @ weight.T, op)``, but the backward pass forms no per-edge
+        tensor: a max (min) picks one edge per output element, so the gradient of ``weight`` gathers
+        those edges' basis rows ((N, F, K) values) instead of scattering an (E, F) gradient and
+        multiplying it by the (E, K) basis.
+        """
+        return _UAddELinearExtremum.apply(self, x, basis, weight, op)
+
+    def _edge_winners(self, x: torch.Tensor, e: torch.Tensor, op: Reduce) -> tuple[torch.Tensor, torch.Tensor]:
+        """``op`` over incoming edges of ``x[src] + e`` and, per output element, the edge it came
+        from (the lowest edge id among ties; any id for a node without edges)."""
+        shape = (self.num_nodes, *e.shape[1:])
+        if self.num_edges == 0:  # over no edges the reduction is 0
+            return e.new_zeros(shape), torch.zeros(shape, dtype=torch.long, device=e.device)
+        if self._dgl_edges:
+            out, (_, arg_e) = dgl._sparse_ops._gspmm(self.dgl._graph, "add", op, x, e)
+            out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
+            return out, arg_e.long().clamp(min=0)
+        u = self.gather_src(x) + e
+        best, winner, found = _extremum(u, self.dst, self.num_nodes, op, self._row_ids(u))
+        return torch.where(found, u.gather(0, winner), best), winner
+
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
         if op in ("max", "min"):  # DGL leaves -inf/inf on nodes without edges: those are 0 here
@@ -246,3 +272,32 @@ def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce,
             0, index, candidates, "amin", include_self=True).long()
     found = winner < n_rows
     return best, winner.clamp_(max=n_rows - 1), found
+
+
+class _UAddELinearExtremum(torch.autograd.Function):
+    """:meth:`MessageGraph.u_add_e_linear`: the per-edge term is formed in the forward pass only."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, x, basis, weight, op):
+        out, winner = graph._edge_winners(x, basis @ weight.T, op)
+        ctx.graph = graph
+        ctx.save_for_backward(basis, weight, winner)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        basis, weight, winner = ctx.saved_tensors
+        graph = ctx.graph
+        if graph.num_edges == 0:  # the output is the constant 0
+            return None, torch.zeros_like(grad), torch.zeros_like(basis), torch.zeros_like(weight), None
+        grad = grad * (graph.in_degrees() > 0).unsqueeze(-1).to(grad.dtype)  # nodes without edges: constant 0
+        grad_x = grad_basis = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_x = grad.new_zeros(grad.shape).scatter_add_(0, graph.src[winner], grad)
+        if ctx.needs_input_grad[2]:
+            rows = (grad.unsqueeze(-1) * weight).reshape(-1, weight.shape[1])
+            grad_basis = basis.new_zeros(basis.shape).index_add_(0, winner.reshape(-1), rows)
+        if ctx.needs_input_grad[3]:
+            picked = basis.index_select(0, winner.reshape(-1)).view(*winner.shape, basis.shape[1])
+            grad_weight = torch.einsum("nf,nfk->fk", grad, picked)
+        return None, grad_x, grad_basis, grad_weight, None

@@ -23,6 +23,7 @@ from hydradgl.model.heads import HeadDescription
 from hydradgl.model.loss import MultiTaskLoss, head_target
 from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.metrics import ErrorSums
+from hydradgl.train.precise_bn import recompute_batch_norm
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
 from hydradgl.train.seeding import rng_state, set_rng_state
 
@@ -163,6 +164,9 @@ class Trainer:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
             train_seconds = time.perf_counter() - start
+            if self.cfg.training.precise_bn_graphs:
+                recompute_batch_norm(self.model, self.data.train, self.cfg.training.precise_bn_graphs,
+                                     self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
             val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
             if self.scheduler:

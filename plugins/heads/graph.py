@@ -16,7 +16,9 @@ from hydradgl.plugins import HeadContext, HeadSpec
 class GraphHeadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    readout: Literal["sum", "mean", "max"] = Field("mean", description="Pooling over a graph's atoms.")
+    readout: Literal["sum", "mean", "max"] | None = Field(
+        None, description="Pooling over a graph's atoms (default: sum for a target the dataset marks extensive, "
+                          "e.g. a total energy, mean otherwise).")
 
 
 class GraphHead(nn.Module):
@@ -32,16 +34,16 @@ class GraphHead(nn.Module):
         in_dim: width of the trunk's node features.
         out_dim: dimension of the target.
         layers: hidden widths of the MLP (paper: 50, 25).
-        options: ``readout`` (sum, mean, max).
+        readout: sum, mean or max.
         act: activation name.
 
     Shapes:
         input: batched graph of B graphs, node features (N, in_dim); output: (B, out_dim).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions, act: str):
+    def __init__(self, in_dim: int, out_dim: int, layers: list[int], readout: str, act: str):
         super().__init__()
-        self.readout = options.readout
+        self.readout = readout
         self.mlp = mlp(in_dim, layers, out_dim, act)
 
     def forward(self, graph, h: torch.Tensor) -> torch.Tensor:
@@ -50,7 +52,10 @@ class GraphHead(nn.Module):
 
 def make_graph_head(in_dim: int, out_dim: int, layers: list[int], options: GraphHeadOptions,
                     context: HeadContext) -> GraphHead:
-    return GraphHead(in_dim, out_dim, layers, options, context.activation)
+    # The dataset's TargetInfo.readout ("sum" for extensive targets, "mean" for intensive ones) where the
+    # installed hydradgl's TargetInfo knows extensivity; mean otherwise.
+    readout = options.readout or getattr(context.target, "readout", None) or "mean"
+    return GraphHead(in_dim, out_dim, layers, readout, context.activation)
 
 
 @hookimpl
