@@ -18,12 +18,20 @@ from hydradgl.errors import ConfigError
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
               help="Continue the run in this directory from its last checkpoint.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--ensemble", type=int, metavar="N",
+              help="Train N members (seeds seed..seed+N-1) into <output>/member-k, for predictions with uncertainty.")
+@click.option("--bootstrap", is_flag=True, help="With --ensemble: each member trains on a bootstrap resample of the training split.")
 @click.pass_context
-def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool) -> None:
+def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool, ensemble: int | None,
+          bootstrap: bool) -> None:
     """Train a multi-task model (default: the paper's PNA model, heads H,C,M, on the built-in FePt data)."""
     from hydradgl.train.run import train_run
 
+    if bootstrap and ensemble is None:
+        raise ConfigError("--bootstrap resamples the members of an ensemble: give --ensemble N too")
     if resume is not None:
+        if ensemble is not None:
+            raise ConfigError("--resume continues one run; it cannot be combined with --ensemble")
         if run_options.get("config_path"):
             raise ConfigError("--resume uses the run's own config.yaml; do not combine it with --config")
         overrides = overrides_from_options(run_options)
@@ -33,6 +41,11 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
         cfg = load_config(resume / "config.yaml", {**overrides, "output_dir": str(resume)})
     else:
         cfg = config_from_options(run_options)
+    if ensemble is not None:
+        from hydradgl.train.ensemble import train_ensemble
+
+        train_ensemble(cfg, ensemble, bootstrap, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots)
+        return
     train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots)
 
 
@@ -41,18 +54,35 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Evaluate on the test split of this config's dataset instead of the run's own.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON.")
-def evaluate(run_dir: Path, config_path: Path | None, as_json: bool) -> None:
-    """Test metrics (RMSE and MAE, normalized and physical) of a saved run."""
-    from hydradgl.train.run import metrics_table
-    from hydradgl.train.saved import evaluate_run, load_run
+@click.option("--no-plots", is_flag=True, help="Ensembles: skip the uncertainty plots.")
+def evaluate(run_dir: Path, config_path: Path | None, as_json: bool, no_plots: bool) -> None:
+    """Test metrics of a saved run; for an ensemble, its uncertainty metrics and calibration (docs/api.md)."""
+    from hydradgl.api import load
 
-    run = load_run(run_dir)
-    metrics = evaluate_run(run, load_config(config_path) if config_path else None)
-    units = {h: run.info.targets[t].unit for h, t in run.model.head_targets.items()}
+    model = load(run_dir)
+    cfg = load_config(config_path) if config_path else None
+    if model.is_ensemble:
+        from hydradgl.atomic import atomic_write_text
+        from hydradgl.train.ensemble import evaluate_ensemble, uncertainty_table
+
+        plots = None if no_plots else run_dir / "plots"
+        metrics = evaluate_ensemble(model, cfg, plots_dir=plots)
+        atomic_write_text(run_dir / "ensemble_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        if as_json:
+            out.print_json(json.dumps(metrics))
+        else:
+            out.print(uncertainty_table(metrics))
+        if plots is not None:
+            console.print(f"plots in {plots}: uncertainty_<head>.png, calibration_<head>.png")
+        return
+    from hydradgl.train.run import metrics_table
+    from hydradgl.train.saved import evaluate_run
+
+    metrics = evaluate_run(model.members[0], cfg)
     if as_json:
         out.print_json(json.dumps(metrics))
     else:
-        out.print(metrics_table(metrics, units))
+        out.print(metrics_table(metrics, model.units))
 
 
 @main.command()
@@ -60,16 +90,18 @@ def evaluate(run_dir: Path, config_path: Path | None, as_json: bool) -> None:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="CSV of per-structure predictions; per-atom ones go beside it as <name>.atoms.csv.")
-def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path) -> None:
-    """Predict LSMS or extxyz files (or folders of them) with a saved run, in physical units."""
-    from hydradgl.train.saved import load_run, predict as run_predict, write_csv
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Structures per batch.")
+def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, batch_size: int) -> None:
+    """Predict LSMS or extxyz files (or folders of them) with a saved run or ensemble, in physical units."""
+    from hydradgl.api import load
+    from hydradgl.atomic import atomic_write_text
 
-    run = load_run(run_dir)
-    structures, atoms = run_predict(run, list(inputs))
-    write_csv(output, structures)
+    result = load(run_dir, device=device).predict(list(inputs), batch_size=batch_size)
     atoms_path = output.with_name(output.stem + ".atoms.csv")
-    write_csv(atoms_path, atoms)
-    console.print(f"{len(structures)} structures -> {output}; {len(atoms)} atoms -> {atoms_path}")
+    atomic_write_text(output, result.structures.to_csv(index=False))
+    atomic_write_text(atoms_path, result.atoms.to_csv(index=False))
+    console.print(f"{len(result.structures)} structures -> {output}; {len(result.atoms)} atoms -> {atoms_path}")
 
 
 @main.command()

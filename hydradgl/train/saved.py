@@ -1,9 +1,7 @@
-"""Using a finished run: load its model, evaluate it, predict new structures in physical units."""
+"""Using a finished run: load its model and evaluate it (prediction: :mod:`hydradgl.api`)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +9,9 @@ import numpy as np
 import torch
 
 from hydradgl.config import RunConfig
-from hydradgl.atomic import atomic_write_text
 from hydradgl.data.graphset import GraphSet
-from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
-from hydradgl.data.pipeline import graphs_for_prediction, prepare_data
+from hydradgl.data.pipeline import prepare_data
 from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import HydraModel, build_model
@@ -67,50 +63,3 @@ def _physical(graphs: GraphSet, normalizer: Normalizer) -> GraphSet:
         return (v * normalizer.span[name] + normalizer.lo[name]).astype(np.float32)
     return graphs.with_targets({k: back(k, v) for k, v in graphs.graph_targets.items()},
                                {k: back(k, v) for k, v in graphs.node_targets.items()})
-
-
-@torch.no_grad()
-def predict(run: SavedRun, paths: list[Path], registry: Registry | None = None) -> tuple[list[dict], list[dict]]:
-    """Per-structure rows (graph heads) and per-atom rows (node heads), physical units."""
-    graphs = graphs_for_prediction(paths, run.info, run.cfg, registry)
-    normalizer = Normalizer.from_info(run.info)
-    structures: list[dict] = []
-    atoms: list[dict] = []
-    for batch in BatchLoader(graphs, run.cfg.training.batch_size):
-        preds = run.model(batch.to(run.device))
-        phys = {h: normalizer.denormalize(run.model.head_targets[h], p).cpu().numpy() for h, p in preds.items()}
-        counts = batch.graph.batch_num_nodes().cpu().numpy()
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for g, gid in enumerate(batch.graph_ids.cpu().numpy()):
-            row = {"structure": int(gid), "source": graphs.sources[gid], "n_atoms": int(counts[g])}
-            for head, values in phys.items():
-                if run.model.head_levels[head] == "graph":
-                    row.update(_columns(head, values[g]))
-            structures.append(row)
-            for a in range(counts[g]):
-                node = starts[g] + a
-                atom_row = {"structure": int(gid), "source": graphs.sources[gid], "atom": a,
-                            "Z": int(graphs.numbers[graphs.node_ptr[gid] + a])}
-                for head, values in phys.items():
-                    if run.model.head_levels[head] == "node":
-                        atom_row.update(_columns(head, values[node]))
-                atoms.append(atom_row)
-    return structures, atoms
-
-
-def _columns(head: str, values: np.ndarray) -> dict[str, float]:
-    values = np.atleast_1d(values)
-    if len(values) == 1:
-        return {head: float(values[0])}
-    return {f"{head}[{i}]": float(v) for i, v in enumerate(values)}
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows as CSV, written atomically (nothing is written for no rows)."""
-    if not rows:
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
