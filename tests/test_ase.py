@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.optimize import BFGS
 
 import hydradgl
@@ -49,10 +50,11 @@ def test_forces_and_stress_match_finite_differences(smooth_run):
     atoms.calc = calc
     forces = atoms.get_forces()
     assert forces.shape == (32, 3) and np.abs(forces).max() > 1e-4
-    numeric = calc.calculate_numerical_forces(atoms, d=1e-4)
-    np.testing.assert_allclose(forces, numeric, atol=1e-6 * max(1.0, np.abs(numeric).max()))
+    some = [0, 7, 18, 31]  # a few atoms keep the test fast; every atom goes through the same code
+    numeric = calculate_numerical_forces(atoms, eps=1e-4, iatoms=some)
+    np.testing.assert_allclose(forces[some], numeric, atol=1e-6 * max(1.0, np.abs(numeric).max()))
     stress = atoms.get_stress()
-    np.testing.assert_allclose(stress, calc.calculate_numerical_stress(atoms, d=1e-5), atol=1e-7, rtol=1e-4)
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), atol=1e-7, rtol=1e-4)
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-8)  # translation invariance: no net force
 
 
