@@ -1,6 +1,6 @@
 """Inference speed: model.predict on many FePt structures, and the ASE calculator's time per call.
 
-    python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--run DIR]
+    python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--calc-threads 1] [--run DIR]
 
 Without --run it trains a throwaway model for one epoch (the paper's architecture: PNA x6, width 20;
 speed does not depend on the weights) on the built-in FePt data. Prints structures/s of
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--calc-threads", type=int, default=1,
+                        help="torch threads for the calculator (one small cell: 1 avoids thread hand-offs).")
     parser.add_argument("--run", type=Path, help="An existing run directory (default: train a throwaway one).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,14 +75,15 @@ def main() -> None:
         print(f"predict: {len(result.structures)} structures ({len(result.atoms)} atoms) in {seconds:.2f} s = "
               f"{len(structures) / seconds:.0f} structures/s ({args.threads} threads, batch {args.batch_size})")
 
+        torch.set_num_threads(args.calc_threads)
         atoms = fept_atoms(1, seed=1)[0]
         atoms.rattle(0.02, seed=0)
         calc = HydraCalculator(model, properties={"energy": "H"})
-        print(f"ASE calculator, {model.cfg.model.conv} x{model.cfg.model.layers}, energy only: "
+        print(f"ASE calculator, {model.cfg.model.conv} x{model.cfg.model.layers}, energy only ({args.calc_threads} thread(s)): "
               f"{per_call_ms(calc, atoms, ['energy'], args.calls):.2f} ms/call (32 atoms)")
         smooth = train_throwaway(Path(tmp) / "cgcnn", **{"model.conv": "cgcnn", "graph.periodic": True})
         calc = HydraCalculator(smooth, properties={"energy": "H"})
-        print(f"ASE calculator, cgcnn x{calc.model.cfg.model.layers} periodic, energy + forces: "
+        print(f"ASE calculator, cgcnn x{calc.model.cfg.model.layers} periodic, energy + forces ({args.calc_threads} thread(s)): "
               f"{per_call_ms(calc, atoms, ['energy', 'forces'], args.calls):.2f} ms/call (32 atoms)")
 
 

@@ -98,6 +98,7 @@ class TrainedModel:
         self.dims = {h: first.info.targets[t].dim for h, t in self.targets.items()}
         self.cutoff = float(first.cfg.graph.radius)
         self.elements = list(first.info.species)
+        self.normalizers = [Normalizer.from_info(m.info) for m in runs]
         self.dtype = torch.float32
 
     @property
@@ -166,8 +167,7 @@ class TrainedModel:
         """Physical predictions of every member: head -> (members, rows, dim); differentiable."""
         batch = _as_dtype(batch.to(self.device), self.dtype)
         per_member: dict[str, list[torch.Tensor]] = {h: [] for h in self.heads}
-        for m in self.members:
-            normalizer = Normalizer.from_info(m.info)
+        for m, normalizer in zip(self.members, self.normalizers):
             for h, p in m.model(batch).items():
                 per_member[h].append(normalizer.denormalize(self.targets[h], p))
         return {h: torch.stack(v) for h, v in per_member.items()}
