@@ -62,7 +62,8 @@ def _structure(item: object, i: int) -> Structure:
         return structure_from_atoms(item, f"atoms #{i}")
     if isinstance(item, Structure):
         return item if item.source else replace(item, source=f"structure #{i}")
-    raise DataError(f"input #{i}: expected an ase.Atoms, a hydradgl Structure or a file path, got {type(item).__name__}")
+    raise DataError(f"input #{i}: expected an ase.Atoms, a hydradgl Structure or a file path, "
+                    f"got {type(item).__name__}")
 
 
 def _check_compatible(runs: list[SavedRun], dirs: list[Path]) -> None:
@@ -143,15 +144,16 @@ class TrainedModel:
         return assign_species(pack([_structure(item, i) for i, item in enumerate(inputs)], {}, {}, self.cfg),
                               self.elements)
 
-    def batches(self, graphs: GraphSet, batch_size: int, max_edges: int = MAX_EDGES) -> Iterator[tuple[np.ndarray, Batch]]:
+    def batches(self, graphs: GraphSet, batch_size: int,
+                max_edges: int = MAX_EDGES) -> Iterator[tuple[np.ndarray, Batch]]:
         """Consecutive (indices, Batch) of at most ``batch_size`` graphs and ``max_edges`` edges."""
         edges = graphs.num_edges
         too_big = np.flatnonzero(edges > max_edges)
         if too_big.size:
             g = int(too_big[0])
-            raise DataError(f"{graphs.sources[g]}: {int(graphs.num_nodes[g])} atoms with {int(edges[g])} edges within "
-                            f"the {self.cutoff} A cutoff exceed one batch's limit of {max_edges} edges; raise max_edges "
-                            "if memory allows, or split the structure")
+            raise DataError(f"{graphs.sources[g]}: {int(graphs.num_nodes[g])} atoms with {int(edges[g])} edges "
+                            f"within the {self.cutoff} A cutoff exceed one batch's limit of {max_edges} edges; "
+                            "raise max_edges if memory allows, or split the structure")
         start, n = 0, len(graphs)
         while start < n:
             stop = min(start + batch_size, n)
@@ -182,7 +184,8 @@ class TrainedModel:
                 outputs = self.outputs(batch)
             except torch.OutOfMemoryError:
                 raise DataError(f"out of memory predicting {graphs.sources[idx[0]]} .. {graphs.sources[idx[-1]]} "
-                                f"({int(graphs.num_edges[idx].sum())} edges); pass a smaller batch_size or max_edges") from None
+                                f"({int(graphs.num_edges[idx].sum())} edges); pass a smaller batch_size or "
+                                "max_edges") from None
             for h, values in outputs.items():
                 chunks[h].append(values.cpu().numpy())
         result = {}
@@ -206,7 +209,8 @@ class TrainedModel:
             _add_columns(frame if self.levels[h] == "graph" else atoms, h, *arrays[h])
         return Predictions(pd.DataFrame(frame), pd.DataFrame(atoms))
 
-    def true_mean_std(self, graphs: GraphSet, info: DatasetInfo) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def true_mean_std(self, graphs: GraphSet,
+                      info: DatasetInfo) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """head -> (true, mean, std) in physical units over a normalized GraphSet with targets (``info``'s
         statistics), flattened over rows and components."""
         arrays = self.predict_arrays(graphs)

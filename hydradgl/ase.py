@@ -61,7 +61,8 @@ class HydraCalculator(Calculator):
         m = self.model
         for name, head in self.mapping.items():
             if head not in m.heads:
-                raise ConfigError(f"properties[{name!r}]: no head {head!r} in this model; heads: {', '.join(m.heads)}")
+                raise ConfigError(f"properties[{name!r}]: no head {head!r} in this model; "
+                                  f"heads: {', '.join(m.heads)}")
             level, dim = m.levels[head], m.dims[head]
             if name == "energy" and (level != "graph" or dim != 1):
                 raise ConfigError(f"properties['energy']: head {head!r} is {level}-level with {dim} component(s); "

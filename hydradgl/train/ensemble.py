@@ -141,7 +141,8 @@ def coverage_curve(err: np.ndarray, std: np.ndarray, levels: np.ndarray) -> np.n
 
 
 def evaluate_ensemble(model: "TrainedModel", cfg: RunConfig | None = None, registry: Registry | None = None,
-                      plots_dir: Path | None = None, log: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+                      plots_dir: Path | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
     """Uncertainty metrics per head on the test split (calibration fitted on validation); optional plots."""
     if len(model.members) < 2:
         raise TrainingError(f"{model.run_dirs[0]}: one run is not an ensemble; uncertainty needs at least 2 members")
