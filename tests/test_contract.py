@@ -15,7 +15,8 @@ from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import load_dataset, prepare_data
 from hydradgl.errors import DataError
 from hydradgl.train.run import train_run
-from hydradgl.train.saved import evaluate_saved, load_run, predict
+from hydradgl.api import load
+from hydradgl.train.saved import evaluate_saved, load_run
 from hydradgl_plugins.datasets.fept import lattice
 from hydradgl_plugins.datasets.lsms import write_lsms
 from tests.conftest import small_config
@@ -131,12 +132,12 @@ def test_last_checkpoint_can_be_chosen(run):
 def test_predict_extxyz_with_an_lsms_trained_model(run, tmp_path):
     """.xyz files are claimed by the extxyz plugin's reader; their own lattice is used."""
     _, result = run
-    saved = load_run(result.run_dir)
     pos, cell = lattice(2.76, 3.74)
     atoms = Atoms(numbers=[26, 78] * 16, positions=pos, cell=cell, pbc=True)
     write_xyz(tmp_path / "new.xyz", [atoms, atoms], format="extxyz")
     lsms = lsms_folder(tmp_path / "lsms", [[26, 78] * 16])
-    structures, atom_rows = predict(saved, [tmp_path / "new.xyz", lsms / "s000.lsms"])
+    result = load(result.run_dir).predict([tmp_path / "new.xyz", lsms / "s000.lsms"])
+    structures, atom_rows = result.structures.to_dict("records"), result.atoms.to_dict("records")
     assert [r["source"] for r in structures] == [f"{tmp_path / 'new.xyz'}#0", f"{tmp_path / 'new.xyz'}#1",
                                                  str(lsms / "s000.lsms")]
     assert len(atom_rows) == 3 * 32 and {"C", "M", "Z"} <= set(atom_rows[0])
@@ -156,7 +157,8 @@ def test_predict_with_an_extxyz_trained_model(tmp_path):
                                     "heads": [{"name": "E", "target": "energy", "layers": [8]}],
                                     "split.method": "random", "graph.radius": 3.0, "training.epochs": 1})
     result = train_run(cfg, quiet=True, plots_enabled=False)
-    structures, atoms = predict(load_run(result.run_dir), [tmp_path / "train.xyz"])
+    out = load(result.run_dir).predict([tmp_path / "train.xyz"])
+    structures, atoms = out.structures.to_dict("records"), out.atoms.to_dict("records")
     assert len(structures) == 12 and np.isfinite([r["E"] for r in structures]).all()
     assert len(atoms) == 24 and set(atoms[0]) == {"structure", "source", "atom", "Z"}  # no node heads
 

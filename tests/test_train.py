@@ -14,7 +14,7 @@ from hydradgl.data.pipeline import prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.train import checkpoint as ckpt
 from hydradgl.train.run import train_run
-from hydradgl.train.saved import evaluate_run, load_run, predict
+from hydradgl.train.saved import evaluate_run, load_run
 from tests.conftest import small_config
 
 LEARN = {"dataset.options": {"max_per_composition": 12}, "training.batch_size": 32, "model.hidden": 20,
@@ -141,18 +141,20 @@ def test_predict_matches_evaluate_in_physical_units(trained):
 
     from hydradgl_plugins.datasets.lsms import read_lsms
 
-    structures, atoms = predict(run, [Path(s) for s in data.test.sources])
+    import hydradgl
+
+    predicted = hydradgl.load(result.run_dir).predict([Path(s) for s in data.test.sources])
+    structures, atoms = predicted.structures, predicted.atoms
     truth_m = np.concatenate([read_lsms(Path(s))[1][:, 6] for s in data.test.sources])
     truth_c = np.concatenate([(lambda t: t[:, 5] - t[:, 0])(read_lsms(Path(s))[1]) for s in data.test.sources])
-    pred_m = np.array([a["M"] for a in atoms])
-    pred_c = np.array([a["C"] for a in atoms])
+    pred_m, pred_c = atoms["M"].to_numpy(), atoms["C"].to_numpy()
     assert math.sqrt(np.mean((pred_m - truth_m) ** 2)) == pytest.approx(metrics["M"]["rmse_phys"], rel=1e-3)
     assert math.sqrt(np.mean((pred_c - truth_c) ** 2)) == pytest.approx(metrics["C"]["rmse_phys"], rel=1e-3)
     norm = Normalizer.from_info(run.info)
     truth_h = data.test.graph_targets["H"][:, 0] * norm.span["H"][0] + norm.lo["H"][0]
-    pred_h = np.array([s["H"] for s in structures])
+    pred_h = structures["H"].to_numpy()
     assert math.sqrt(np.mean((pred_h - truth_h) ** 2)) == pytest.approx(metrics["H"]["rmse_phys"], rel=1e-3)
-    assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms[0])
+    assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms.columns)
 
 
 def test_missing_plugin_in_saved_run_is_named(trained):

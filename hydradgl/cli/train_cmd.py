@@ -19,12 +19,20 @@ from hydradgl.errors import ConfigError
               help="Continue the run in this directory from its last checkpoint.")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in the run directory (else refused).")
+@click.option("--ensemble", type=int, metavar="N",
+              help="Train N members (seeds seed..seed+N-1) into <output>/member-k, for predictions with uncertainty.")
+@click.option("--bootstrap", is_flag=True, help="With --ensemble: each member trains on a bootstrap resample of the training split.")
 @click.pass_context
-def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool, overwrite: bool) -> None:
+def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool, overwrite: bool,
+          ensemble: int | None, bootstrap: bool) -> None:
     """Train a multi-task model (default: the paper's PNA model, heads H,C,M, on the built-in FePt data)."""
     from hydradgl.train.run import train_run
 
+    if bootstrap and ensemble is None:
+        raise ConfigError("--bootstrap resamples the members of an ensemble: give --ensemble N too")
     if resume is not None:
+        if ensemble is not None:
+            raise ConfigError("--resume continues one run; it cannot be combined with --ensemble")
         if run_options.get("config_path"):
             raise ConfigError("--resume uses the run's own config.yaml; do not combine it with --config")
         overrides = overrides_from_options(run_options)
@@ -36,6 +44,12 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
         cfg = config_from_options(run_options)
     if resume is not None and overwrite:
         raise ConfigError("--resume continues the run in place; --overwrite would delete it: give one of them")
+    if ensemble is not None:
+        from hydradgl.train.ensemble import train_ensemble
+
+        train_ensemble(cfg, ensemble, bootstrap, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots,
+                       overwrite=overwrite)
+        return
     train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots,
               overwrite=overwrite)
 
@@ -55,16 +69,33 @@ CHECKPOINT_OPTION = click.option(
               help="Also write one CSV row per test structure: graph heads' true and predicted values, "
                    "node heads' RMSE over the structure's atoms (physical units).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (with unit and level per head).")
+@click.option("--no-plots", is_flag=True, help="Ensembles: skip the uncertainty plots.")
 def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_structure: Path | None,
-             as_json: bool) -> None:
-    """Test metrics (RMSE and MAE, normalized and physical) of a saved run."""
-    from hydradgl.atomic import atomic_write_csv
+             as_json: bool, no_plots: bool) -> None:
+    """Test metrics of a saved run (RMSE and MAE, normalized and physical); for an ensemble, its
+    uncertainty metrics and calibration (docs/api.md)."""
+    from hydradgl.atomic import atomic_write_csv, atomic_write_text
+    from hydradgl.train.ensemble import member_dirs
     from hydradgl.train.run import metrics_table
     from hydradgl.train.saved import evaluate_saved, load_run
 
+    cfg = load_config(config_path) if config_path else None
+    if len(member_dirs(run_dir)) > 1:
+        from hydradgl.api import load
+        from hydradgl.train.ensemble import evaluate_ensemble, uncertainty_table
+
+        plots = None if no_plots else run_dir / "plots"
+        metrics = evaluate_ensemble(load(run_dir), cfg, plots_dir=plots)
+        atomic_write_text(run_dir / "ensemble_metrics.json", json.dumps(metrics, indent=2) + "\n")
+        if as_json:
+            out.print_json(json.dumps(metrics))
+        else:
+            out.print(uncertainty_table(metrics))
+        if plots is not None:
+            console.print(f"plots in {plots}: uncertainty_<head>.png, calibration_<head>.png")
+        return
     run = load_run(run_dir, checkpoint=checkpoint)
-    result = evaluate_saved(run, load_config(config_path) if config_path else None,
-                            per_structure=per_structure is not None)
+    result = evaluate_saved(run, cfg, per_structure=per_structure is not None)
     for head, why in result.skipped.items():
         console.print(f"head {head} not evaluated: {why}")
     if per_structure is not None:
@@ -81,21 +112,18 @@ def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_struc
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="CSV of per-structure predictions; per-atom ones go beside it as <name>.atoms.csv.")
-@CHECKPOINT_OPTION
-def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, checkpoint: str) -> None:
-    """Predict structure files (or folders of them) with a saved run, in physical units.
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Structures per batch.")
+def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, batch_size: int) -> None:
+    """Predict LSMS or extxyz files (or folders of them) with a saved run or ensemble, in physical units."""
+    from hydradgl.api import load
+    from hydradgl.atomic import atomic_write_text
 
-    Files are read by the run's dataset plugin (LSMS files get the training lattice), or by the plugin
-    that claims their suffix (e.g. .xyz: extxyz)."""
-    from hydradgl.atomic import atomic_write_csv
-    from hydradgl.train.saved import load_run, predict as run_predict
-
-    run = load_run(run_dir, checkpoint=checkpoint)
-    structures, atoms = run_predict(run, list(inputs))
-    atomic_write_csv(output, structures)
+    result = load(run_dir, device=device).predict(list(inputs), batch_size=batch_size)
     atoms_path = output.with_name(output.stem + ".atoms.csv")
-    atomic_write_csv(atoms_path, atoms)
-    console.print(f"{len(structures)} structures -> {output}; {len(atoms)} atoms -> {atoms_path}")
+    atomic_write_text(output, result.structures.to_csv(index=False))
+    atomic_write_text(atoms_path, result.atoms.to_csv(index=False))
+    console.print(f"{len(result.structures)} structures -> {output}; {len(result.atoms)} atoms -> {atoms_path}")
 
 
 @main.command()

@@ -53,3 +53,35 @@ def loss_curves(history: list[dict[str, float]], folder: Path) -> None:
     ax.set(xlabel="epoch", ylabel="loss (normalized)", yscale="log", title="loss curves")
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, folder / "loss_curves.png")
+
+
+def uncertainty_plots(results: dict[str, tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]],
+                      units: dict[str, str], folder: Path) -> None:
+    """Per head, from ``results[head] = ((true, mean, std), s)`` on the test set: |error| against the
+    predicted std, and a calibration curve (observed vs nominal coverage of Gaussian intervals) before
+    and after scaling std by the validation-fitted factor ``s``."""
+    from hydradgl.train.ensemble import coverage_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    levels = np.linspace(0.01, 0.99, 50)
+    for head, ((true, mean, std), s) in results.items():
+        unit = f" [{units[head]}]" if units.get(head) else ""
+        err = np.abs(mean - true)
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        ax.scatter(std, err, s=3, alpha=0.3, color="steelblue", rasterized=True)
+        top = float(max(std.max(), 1e-12))
+        xs = np.array([0.0, top])
+        ax.plot(xs, xs, "k--", lw=1, label="|error| = std")
+        ax.plot(xs, s * xs, "r-", lw=1, label=f"|error| = {s:.2g} std (calibrated)")
+        ax.set(xlabel=f"predicted std {head}{unit}", ylabel=f"|error| {head}{unit}",
+               title=f"{head}: test errors vs ensemble spread")
+        ax.legend(fontsize=7)
+        save_figure(fig, folder / f"uncertainty_{head}.png")
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        ax.plot(levels, coverage_curve(mean - true, std, levels), label="raw std")
+        ax.plot(levels, coverage_curve(mean - true, s * std, levels), label=f"calibrated (s = {s:.2g})")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+        ax.set(xlabel="nominal coverage of the Gaussian interval", ylabel="observed fraction of test errors",
+               title=f"{head}: calibration", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+        save_figure(fig, folder / f"calibration_{head}.png")

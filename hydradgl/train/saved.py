@@ -1,4 +1,5 @@
-"""Using a finished run: load its model, evaluate it, predict new structures in physical units.
+"""Using a finished run: load its model, evaluate it, its predictions per test structure
+(prediction of new structures: :mod:`hydradgl.api`).
 
 The run's saved ``DatasetInfo`` is the model's data contract: every data set given to evaluate or
 predict is read with its species table, graph settings and normalization, never its own.
@@ -18,7 +19,6 @@ from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import prepare_data
-from hydradgl.data.prediction import graphs_for_prediction
 from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import DataError, TrainingError
 from hydradgl.model.assembler import HydraModel, build_model
@@ -135,30 +135,6 @@ def _structure_errors(run: SavedRun, graphs: GraphSet, heads: list[HeadDescripti
                     row[f"{h.name}_rmse"] = float(np.sqrt(np.mean(diff ** 2)))
             rows.append(row)
     return rows
-
-
-def predict(run: SavedRun, paths: list[Path], registry: Registry | None = None) -> tuple[list[dict], list[dict]]:
-    """Per-structure rows (graph heads) and per-atom rows (node heads), physical units."""
-    graphs = graphs_for_prediction(paths, run.info, run.cfg.dataset, registry)
-    structures: list[dict] = []
-    atoms: list[dict] = []
-    levels = run.model.head_levels
-    for ids, counts, phys in _physical_batches(run, graphs):
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for g, gid in enumerate(ids):
-            row = {"structure": int(gid), "source": graphs.sources[gid], "n_atoms": int(counts[g])}
-            for head, values in phys.items():
-                if levels[head] == "graph":
-                    row.update(_columns(head, values[g]))
-            structures.append(row)
-            for a in range(counts[g]):
-                atom_row = {"structure": int(gid), "source": graphs.sources[gid], "atom": a,
-                            "Z": int(graphs.numbers[graphs.node_ptr[gid] + a])}
-                for head, values in phys.items():
-                    if levels[head] == "node":
-                        atom_row.update(_columns(head, values[starts[g] + a]))
-                atoms.append(atom_row)
-    return structures, atoms
 
 
 def _columns(head: str, values: np.ndarray) -> dict[str, float]:
