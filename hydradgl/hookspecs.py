@@ -12,7 +12,8 @@ and calls it once per thing it provides::
         register(ConvSpec(name="gin", description="GIN convolution", options=GINOptions, factory=make_gin))
 
 The spec classes (:class:`~hydradgl.plugins.DatasetSpec`, :class:`~hydradgl.plugins.ConvSpec`,
-:class:`~hydradgl.plugins.HeadSpec`, :class:`~hydradgl.plugins.LoggerSpec`) document what each factory receives and returns.
+:class:`~hydradgl.plugins.HeadSpec`, :class:`~hydradgl.plugins.LoggerSpec`) document what each factory
+receives and returns.
 """
 
 from __future__ import annotations

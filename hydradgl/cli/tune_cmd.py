@@ -16,7 +16,8 @@ DEFAULT_DIR = Path("runs/tune")
 
 @main.command()
 @run_config_options
-@click.option("--trials", type=click.IntRange(min=1), help="Finished trials the study should hold in all (tune.trials).")
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Finished trials the study should hold in all (tune.trials).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True),
               help="Stop starting trials after this many seconds (tune.timeout).")
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
