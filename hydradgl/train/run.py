@@ -24,6 +24,7 @@ from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_text
 from hydradgl.configio import head_kind, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
@@ -123,7 +124,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
             data = prepare_data(cfg, registry, log=say)
-    if state is not None and state["info"] != data.info.model_dump():
+    if state is not None and DatasetInfo.model_validate(state["info"]) != data.info:
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
