@@ -24,6 +24,7 @@ from hydradgl.atomic import atomic_write_csv, atomic_write_text
 from hydradgl.configio import save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.data.splits import check_split_sizes
+from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
@@ -153,7 +154,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     warnings = check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test)))
     for note in warnings if runtime.is_main else ():
         console.print(f"[bold yellow]warning:[/] {note}", highlight=False)  # shown even with --quiet
-    if state is not None and state["info"] != data.info.model_dump():
+    if state is not None and DatasetInfo.model_validate(state["info"]) != data.info:
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
