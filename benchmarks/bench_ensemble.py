@@ -37,7 +37,7 @@ def main() -> None:
     from hydradgl.configio import load_config
     from hydradgl.train.ensemble import evaluate_ensemble, train_ensemble, uncertainty_table
 
-    console = Console()
+    console = Console(width=160)
     if not args.evaluate_only:
         cfg = load_config(None, {"training.epochs": args.epochs, "training.threads": args.threads,
                                  "dataset.options": {"max_per_composition": args.max_per_composition},
