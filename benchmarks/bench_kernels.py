@@ -97,7 +97,7 @@ def compare(args) -> None:
                 continue
             model = copy.deepcopy(reference).to(device)
             model.kernels = path
-            loss = MultiTaskLoss(cfg.heads, model.head_levels)
+            loss = MultiTaskLoss(model.head_descriptions)
 
             def step():
                 total, _ = loss(model(batch), batch)

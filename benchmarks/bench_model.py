@@ -134,7 +134,7 @@ def training_step(overrides: dict, data, batch):
     cfg = load_config(None, {"dataset.options": {"max_per_composition": 20}, **overrides})
     torch.manual_seed(0)
     model = build_model(cfg, data.info)
-    loss = MultiTaskLoss(cfg.heads, model.head_levels)
+    loss = MultiTaskLoss(model.head_descriptions)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step():

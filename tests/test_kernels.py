@@ -17,6 +17,7 @@ from hydradgl.data.loader import collate
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.model.kernels import MessageGraph
+from hydradgl.model.layers import EdgeGeometry
 from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.plugins import ConvContext, ConvSpec, HeadContext, Registry
 from hydradgl.train import runtime as rt
@@ -189,8 +190,12 @@ def test_every_conv_agrees_on_both_paths(registry, graph_name):
         h = features(graph.num_nodes, 6).repeat(1, 2)
         e = features(graph.num_edges, 7).repeat(1, 2)[:, :EDGE_DIM]
         params = [p for p in conv.parameters() if p.requires_grad]
+        # geometry convs (schnet, egnn) also get distances and vectors: random ones, with ties (rows 1-3)
+        vec = features(graph.num_edges, 9)[:, :3] * 2.0
+        kwargs = ({"geometry": EdgeGeometry.from_batch(vec.norm(dim=1), vec, 7.0)}
+                  if getattr(conv, "uses_geometry", False) else {})
         try:
-            assert_paths_agree(lambda path, h, e: conv(graph.using(path), h, e), [h, e], params)
+            assert_paths_agree(lambda path, h, e: conv(graph.using(path), h, e, **kwargs), [h, e], params)
         except AssertionError as exc:
             raise AssertionError(f"conv {spec.name!r} with options {raw}: {exc}") from None
 
@@ -237,7 +242,7 @@ def model_case(small_prepared, conv: str, without_edges: bool):
 @pytest.mark.parametrize("conv", ["pna", "cgcnn"])
 def test_paper_model_agrees_on_both_paths(small_prepared, conv, without_edges):
     cfg, batch, model = model_case(small_prepared, conv, without_edges)
-    loss = MultiTaskLoss(cfg.heads, model.head_levels)
+    loss = MultiTaskLoss(model.head_descriptions)
 
     def run(path, node_inputs, edge_dist):
         model.kernels = path

@@ -80,9 +80,9 @@ def test_pna_linear_scaler_divides_by_the_mean_training_degree():
     graph = random_graph(seed=2)
     hist = [0, 3, 5, 2, 1]  # mean in-degree (1*3 + 2*5 + 3*2 + 4*1) / 11 = 23 / 11
     aggregators, scalers = ["mean", "max", "std"], ["identity", "linear"]
-    conv = make_pna(6, 5, PNAOptions(aggregators=aggregators, scalers=scalers),
+    conv = make_pna(6, 5, PNAOptions(aggregators=aggregators, scalers=scalers, use_edge_features=False),
                     ConvContext(edge_dim=0, degree_histogram=hist, cutoff=7.0)).double()
-    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 23 / 11)
     torch.testing.assert_close(conv(graph, h), expected, atol=1e-5, rtol=1e-5)
     wrong = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 2.0)

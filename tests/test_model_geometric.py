@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from hydradgl.data.loader import collate
-from hydradgl.data.pipeline import assign_species, pack
+from hydradgl.data.packing import assign_species, pack
 from hydradgl.data.records import Structure
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
@@ -132,7 +132,7 @@ def transformed(s: Structure, rotation: np.ndarray, shift: np.ndarray, perm: np.
 
 
 def predict(model, structures, cfg, species):
-    graphs = assign_species(pack(structures, {}, {}, cfg), species)
+    graphs = assign_species(pack(structures, {}, {}, cfg.graph), species)
     return model(collate(graphs, np.arange(len(structures))))
 
 

@@ -36,7 +36,7 @@ def test_norm_layer_kinds(small_prepared, norm, kind):
 
 @pytest.mark.parametrize("edge_features,dim", [("none", 0), ("distance", 1), ("gaussian", 16)])
 def test_edge_feature_kinds_reach_the_convs(small_prepared, edge_features, dim):
-    cfg = small_config(**{"model.conv": "pna", "model.conv_options": {"use_edge_features": True},
+    cfg = small_config(**{"model.conv": "pna", "model.conv_options": {"use_edge_features": dim > 0},
                           "model.edge_features": edge_features})
     model = build_model(cfg, small_prepared.info)
     assert model.edge_features.dim == dim and model.needs_edges == (dim > 0)
@@ -49,7 +49,7 @@ def test_edge_feature_kinds_reach_the_convs(small_prepared, edge_features, dim):
     elif edge_features == "distance":
         torch.testing.assert_close(seen[0][:, 0], batch.edge_dist)
     else:
-        assert seen[0].shape == (batch.graph.num_edges(), dim)
+        assert seen[0].shape == (batch.graph.num_edges, dim)
 
 
 def test_conv_that_needs_edge_features_says_so(small_prepared):
@@ -58,7 +58,8 @@ def test_conv_that_needs_edge_features_says_so(small_prepared):
 
 
 def test_pna_without_edge_features_skips_computing_them(small_prepared):
-    model = build_model(small_config(), small_prepared.info)  # pna, use_edge_features off (the spec says so)
+    cfg = small_config(**{"model.conv_options": {"use_edge_features": False}})
+    model = build_model(cfg, small_prepared.info)  # pna, use_edge_features off (the spec says so)
     assert model.edge_features.dim > 0 and not model.needs_edges
 
 

@@ -325,7 +325,8 @@ def test_metrics_over_no_structures_are_refused_not_zero(small_prepared):
     empty = small_prepared.test.subset(np.array([], dtype=np.int64))
     with pytest.raises(DataError, match="no structures to compute metrics on"):
         evaluate(model, cfg, empty, Normalizer.from_info(small_prepared.info), Runtime(0, 1, 0, torch.device("cpu")))
-    sums = ErrorSums({"H": ("H", "graph", "mse")}, Normalizer.from_info(small_prepared.info), torch.device("cpu"))
+    sums = ErrorSums([h for h in model.head_descriptions if h.name == "H"], Normalizer.from_info(small_prepared.info),
+                     torch.device("cpu"))
     assert all(np.isnan(v) for v in sums.reduce(Runtime(0, 1, 0, torch.device("cpu")))["H"].values())
 
 
@@ -420,7 +421,8 @@ def test_absurd_radius_is_refused_before_allocating():
 
 
 def test_nan_coordinate_in_extxyz_is_refused_by_prepare_and_predict(tmp_path, small_prepared):
-    from hydradgl.data.pipeline import graphs_for_prediction, load_dataset
+    from hydradgl.data.pipeline import load_dataset
+    from hydradgl.data.prediction import graphs_for_prediction
 
     path = _extxyz(tmp_path / "nan.xyz", 4)
     lines = path.read_text().splitlines()  # 4 lines per frame: count, comment, Fe, Pt
@@ -429,7 +431,7 @@ def test_nan_coordinate_in_extxyz_is_refused_by_prepare_and_predict(tmp_path, sm
     with pytest.raises(DataError, match=r"nan.xyz#1: atom 1 has a NaN or infinite position"):
         load_dataset(_extxyz_config(path, tmp_path))
     with pytest.raises(DataError, match=r"nan.xyz#1: atom 1 has a NaN"):
-        graphs_for_prediction([path], small_prepared.info, small_config())
+        graphs_for_prediction([path], small_prepared.info, small_config().dataset)
 
 
 def test_lsms_cell_must_be_three_by_three():

@@ -160,7 +160,8 @@ class PNAConv(nn.Module):
     features when ``use_edge_features``; :math:`M` linear, or an MLP with ``pre_layers`` > 1):
 
     .. math::
-        h_i' = U\left[h_i,\ igoplus_{s \in S} igoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})ight]
+        h_i' = U\left[h_i,\ igoplus_{s \in S} igoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})
+ight]
 
     with aggregators :math:`A` (mean, min, max, std, sum), degree scalers :math:`S` (identity,
     amplification :math:`\log(d+1)/\delta`, attenuation :math:`\delta/\log(d+1)`, :math:`\delta` the
@@ -189,13 +190,13 @@ class PNAConv(nn.Module):
         self.uses_edge_features = edge_dim > 0
         self.divide_input = options.divide_input
         tower_in = in_dim // towers if options.divide_input else in_dim
+        hist = context.degree_histogram if context.degree_histogram is not None else [0, 1]
         self.towers = nn.ModuleList(
             PNATower(tower_in, out_dim // towers, edge_dim, options.aggregators, options.scalers,
-                     options.pre_layers, options.post_layers, mean_degree(context.degree_histogram or [0, 1]))
+                     options.pre_layers, options.post_layers, mean_degree(hist))
             for _ in range(towers))
         self.mixing = nn.Linear(out_dim, out_dim) if options.mixing else None
         # Saved with the model: the scalers must see the training set's delta after a restore.
-        hist = context.degree_histogram if context.degree_histogram is not None else [0, 1]
         self.register_buffer("delta", torch.tensor(delta_from_histogram(hist)))
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:

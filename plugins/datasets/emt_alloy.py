@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from hydradgl import hookimpl
 from hydradgl.atomic import atomic_open
-from hydradgl.data.records import RawDataset, TargetInfo
+from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.plugins import DatasetContext, DatasetSpec
-from hydradgl_plugins.datasets.extxyz import KeyTarget, read_frames, to_structure
+from hydradgl_plugins.datasets.extxyz import KeyTarget, read_extxyz_structures, read_frames, to_structure
 
 GENERATOR_VERSION = 1
 # EMT's parameters cover these metals in their fcc ground state; its H, C, N, O parameters are meant for
@@ -200,9 +200,16 @@ def fingerprint_emt_alloy(options: EMTAlloyOptions, context: DatasetContext) -> 
     return f"emt-alloy-{generation_key(options)}"
 
 
+def read_emt_structures(path: Path, options: EMTAlloyOptions | None) -> list[Structure]:
+    """Structures of an extxyz file for ``predict`` with a model trained on emt-alloy (each file brings its
+    own periodic cell, as the generated ones do)."""
+    return read_extxyz_structures(path, None)
+
+
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="emt-alloy",
                          description="Generated strained, rattled fcc alloy (default Cu-Au, 32 atoms) with EMT "
                                      "energies and forces",
-                         options=EMTAlloyOptions, factory=load_emt_alloy, fingerprint=fingerprint_emt_alloy))
+                         options=EMTAlloyOptions, factory=load_emt_alloy, fingerprint=fingerprint_emt_alloy,
+                         read_structures=read_emt_structures))
