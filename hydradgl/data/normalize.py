@@ -1,20 +1,12 @@
-"""Per-target min-max normalization to [0, 1] (as in the paper), fitted on the training split only."""
+"""Per-target min-max normalization to [0, 1] (as in the paper), with statistics of the training split only
+(computed from the processed cache: hydradgl/data/store.py ``Store.target_range``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from hydradgl.data.graphset import GraphSet
 from hydradgl.data.records import DatasetInfo
-
-
-def fit_min_max(train: GraphSet) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-component minimum and maximum of every target over the training graphs."""
-    arrays = {**train.graph_targets, **train.node_targets}
-    lo = {k: v.min(axis=0).astype(float).tolist() for k, v in arrays.items()}
-    hi = {k: v.max(axis=0).astype(float).tolist() for k, v in arrays.items()}
-    return lo, hi
 
 
 class Normalizer:
@@ -43,8 +35,3 @@ class Normalizer:
 
     def normalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
         return ((values - self.lo[name]) / self.span[name]).astype(np.float32)
-
-    def apply(self, graphs: GraphSet) -> GraphSet:
-        """A copy of ``graphs`` with normalized targets."""
-        return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},
-                                   {k: self.normalize_array(k, v) for k, v in graphs.node_targets.items()})

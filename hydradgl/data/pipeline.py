@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from functools import partial
+from typing import Callable, Iterable
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -14,10 +15,12 @@ from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options
 from hydradgl.data import cache
 from hydradgl.data.graphs import edges_cached
-from hydradgl.data.graphset import GraphSet
-from hydradgl.data.normalize import Normalizer, fit_min_max
+from hydradgl.data.graphset import GraphSet, GraphView
+from hydradgl.data.normalize import Normalizer
 from hydradgl.data.records import DatasetInfo, RawDataset, Structure, TargetInfo
+from hydradgl.data.splitfile import load_split
 from hydradgl.data.splits import random_split, stratified_split
+from hydradgl.data.store import Store, build_store, open_store, packed_chunks
 from hydradgl.errors import DataError, PluginError
 from hydradgl.plugins import DatasetContext, Registry, get_registry
 
@@ -32,9 +35,9 @@ def composition(numbers: np.ndarray) -> str:
     return "".join(f"{chemical_symbols[int(z)]}{int(c)}" for z, c in zip(zs, counts))
 
 
-def check_finite(raw: RawDataset) -> None:
+def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
     """NaN or infinite targets are refused, naming the structure's source."""
-    for s in raw.structures:
+    for s in getattr(raw, "structures", raw):
         for name, values in s.targets.items():
             if not np.all(np.isfinite(values)):
                 raise DataError(f"{s.source}: target {name!r} has NaN or infinite values")
@@ -68,7 +71,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                for k, t in targets.items() if t.level == "graph" and all(k in s.targets for s in structures)}
     node_t = {k: np.concatenate([np.asarray(s.targets[k], dtype=np.float32).reshape(s.n_atoms, -1) for s in structures])
               for k, t in targets.items() if t.level == "node" and all(k in s.targets for s in structures)}
-    return GraphSet(species=np.zeros_like(numbers), numbers=numbers, node_inputs=inputs, node_ptr=node_ptr,
+    return GraphSet(numbers=numbers, node_inputs=inputs, node_ptr=node_ptr,
                     src=np.concatenate(src), dst=np.concatenate(dst), vec=vec_all,
                     dist=np.linalg.norm(vec_all, axis=1).astype(np.float32), edge_ptr=edge_ptr,
                     graph_targets=graph_t, node_targets=node_t,
@@ -76,56 +79,44 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                     sources=[s.source for s in structures])
 
 
-def _to_cache(graphs: GraphSet) -> dict[str, np.ndarray]:
-    arrays = {k: getattr(graphs, k) for k in ("numbers", "node_inputs", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr")}
-    arrays.update({f"graph_target:{k}": v for k, v in graphs.graph_targets.items()})
-    arrays.update({f"node_target:{k}": v for k, v in graphs.node_targets.items()})
-    return arrays
-
-
-def _from_cache(arrays: dict[str, np.ndarray], meta: dict) -> GraphSet:
-    return GraphSet(
-        species=np.zeros_like(arrays["numbers"]), numbers=arrays["numbers"], node_inputs=arrays["node_inputs"],
-        node_ptr=arrays["node_ptr"], src=arrays["src"], dst=arrays["dst"], vec=arrays["vec"], dist=arrays["dist"],
-        edge_ptr=arrays["edge_ptr"],
-        graph_targets={k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("graph_target:")},
-        node_targets={k.split(":", 1)[1]: v for k, v in arrays.items() if k.startswith("node_target:")},
-        compositions=meta["compositions"], sources=meta["sources"])
-
-
 @dataclass
 class LoadedData:
-    """The whole dataset as packed graphs with physical targets, before any split."""
+    """The whole dataset as packed graphs with physical targets, before any split.
+
+    ``graphs`` are memory-mapped from the processed cache ``store``, which also holds the statistics
+    the split needs (train-only ranges and degree histogram, computed from per-graph summaries).
+    """
 
     graphs: GraphSet
     targets: dict[str, TargetInfo]
     node_inputs: dict[str, int]
     log: list[str] = field(default_factory=list)
+    store: Store | None = None
 
 
-def _restore(arrays: dict[str, np.ndarray], meta: dict, path: Path) -> LoadedData | str:
-    """The cached dataset, or why the file's contents do not fit together (then it is rebuilt)."""
-    try:
-        graphs = _from_cache(arrays, meta)
-        targets = {k: TargetInfo(**v) for k, v in meta["targets"].items()}
-        n_graphs, n_nodes, n_edges = len(graphs), int(graphs.node_ptr[-1]), int(graphs.edge_ptr[-1])
-        consistent = (len(graphs.edge_ptr) == n_graphs + 1 and len(graphs.numbers) == n_nodes
-                      and len(graphs.src) == len(graphs.dst) == len(graphs.dist) == n_edges
-                      and len(graphs.compositions) == n_graphs
-                      and all(len(v) == n_graphs for v in graphs.graph_targets.values())
-                      and all(len(v) == n_nodes for v in graphs.node_targets.values()))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        return f"inconsistent ({type(exc).__name__}: {exc})"
-    if not consistent:
-        return "inconsistent (array lengths do not match)"
-    # The build's notes (reference energies, skipped files) still hold; say they are from then.
-    notes = [f"processed graphs read from cache {path}; notes from when it was built:",
-             *(f"  {note}" for note in meta["log"])]
-    return LoadedData(graphs, targets, meta["node_inputs"], notes)
+def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], node_inputs: dict[str, int],
+                 cfg: RunConfig) -> GraphSet:
+    """:func:`pack` for one chunk of a dataset, refusing NaN targets and structures lacking a target."""
+    check_finite(structures)
+    for s in structures:
+        missing = [k for k in targets if k not in s.targets]
+        if missing:
+            raise DataError(f"{s.source}: no value for target(s) {', '.join(missing)}")
+    return pack(structures, targets, node_inputs, cfg)
 
 
-def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable[[str], None] | None = None) -> LoadedData:
-    """Packed graphs of the configured dataset, from the processed cache when it is valid."""
+def _from_store(stored: Store) -> LoadedData:
+    notes = [f"processed graphs read from cache {stored.folder}; notes from when it was built:",
+             *(f"  {note}" for note in stored.manifest["log"])]
+    return LoadedData(stored.graphs, stored.targets, stored.manifest["node_inputs"], notes, stored)
+
+
+def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable[[str], None] | None = None,
+                 workers: int = 1) -> LoadedData:
+    """Packed graphs of the configured dataset, from the processed cache when it is valid.
+
+    A missing or invalid cache is (re)built streaming, ``workers`` processes packing graphs.
+    """
     registry = registry or get_registry()
     emit = log or (lambda note: None)
     spec = registry.dataset(cfg.dataset.name)
@@ -134,80 +125,90 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     context = DatasetContext(cache_dir=cache_dir, skip_bad_files=cfg.dataset.skip_bad_files)
     notes: list[str] = []
     fingerprint = spec.fingerprint(options, context) if spec.fingerprint else None
-    path = cache_dir / "processed" / f"{spec.name}-{cache.cache_key(fingerprint, cfg.graph)}.npz" if fingerprint else None
-    if path is not None:
-        cached = cache.load(path)
-        if isinstance(cached, tuple):
-            cached = _restore(*cached, path)
-        if isinstance(cached, LoadedData):
-            for note in cached.log:
+    folder = cache_dir / "processed" / f"{spec.name}-{cache.cache_key(fingerprint, cfg.graph)}" if fingerprint else None
+    if folder is not None:
+        cached = open_store(folder)
+        if isinstance(cached, Store):
+            loaded = _from_store(cached)
+            for note in loaded.log:
                 emit(note)
-            return cached
-        if cached != "missing":
-            notes.append(f"cache {path} is {cached}: rebuilding it")
+            return loaded
+        if folder.with_suffix(".npz").exists():
+            notes.append(f"cache {folder.with_suffix('.npz')} has the old single-file format: rebuilding it as {folder}")
+        elif cached != "missing":
+            notes.append(f"cache {folder} is {cached}: rebuilding it")
     raw = spec.factory(options, context)
-    check_finite(raw)
-    notes.extend(raw.log)
-    notes.extend(f"skipped: {s}" for s in raw.skipped)
-    graphs = pack(raw.structures, raw.targets, raw.node_inputs, cfg)
-    path = path or cache_dir / "processed" / f"{spec.name}-{cache.cache_key(raw.fingerprint, cfg.graph)}.npz"
-    meta = {"targets": {k: v.model_dump() for k, v in raw.targets.items()}, "node_inputs": raw.node_inputs,
-            "compositions": graphs.compositions, "sources": graphs.sources, "log": notes}
-    cache.save(path, _to_cache(graphs), meta)
-    notes.append(f"processed graphs written to cache {path}")
+    folder = folder or cache_dir / "processed" / f"{spec.name}-{cache.cache_key(raw.fingerprint, cfg.graph)}"
+    pack_chunk = partial(pack_checked, targets=raw.targets, node_inputs=raw.node_inputs, cfg=cfg)
+    stored = build_store(folder, packed_chunks(raw.structures, pack_chunk, workers=workers), raw.targets,
+                         raw.node_inputs, lambda: [*notes, *raw.log, *(f"skipped: {s}" for s in raw.skipped)])
+    folder.with_suffix(".npz").unlink(missing_ok=True)
+    notes = [*stored.manifest["log"], f"processed graphs written to cache {folder}"]
     for note in notes:
         emit(note)
-    return LoadedData(graphs, raw.targets, raw.node_inputs, notes)
+    return LoadedData(stored.graphs, raw.targets, raw.node_inputs, notes, stored)
 
 
-def assign_species(graphs: GraphSet, species: list[int], where: str = "") -> GraphSet:
-    """Fill ``graphs.species`` with indices into ``species``; DataError for an element not in it."""
+def assign_species(graphs: GraphSet, species: list[int], where: str = "",
+                   present: Iterable[int] | None = None) -> GraphSet:
+    """Set ``graphs.species_lookup`` (proton number -> index into ``species``); DataError for an element
+    not in it. ``present`` (the elements the graphs hold, if known) spares a pass over all atoms."""
     lookup = np.full(119, -1, dtype=np.int64)
     lookup[species] = np.arange(len(species))
-    index = lookup[graphs.numbers]
-    if (index < 0).any():
-        atom = int(np.flatnonzero(index < 0)[0])
+    present = np.unique(graphs.numbers) if present is None else np.asarray(list(present), dtype=np.int64)
+    unknown = present[lookup[present] < 0]
+    if len(unknown):
+        atom = int(np.flatnonzero(np.isin(graphs.numbers, unknown))[0])
+        z = int(graphs.numbers[atom])
         graph = int(np.searchsorted(graphs.node_ptr, atom, side="right") - 1)
-        source = graphs.sources[graph] if graphs.sources else where
-        raise DataError(f"{source}: element {chemical_symbols[graphs.numbers[atom]]} (Z={graphs.numbers[atom]}) "
+        source = graphs.sources[graph] if len(graphs.sources) else where
+        raise DataError(f"{source}: element {chemical_symbols[z]} (Z={z}) "
                         f"is not among the elements the model was trained on: {species}")
-    graphs.species = index
+    graphs.species_lookup = lookup
     return graphs
 
 
 @dataclass
 class PreparedData:
+    """Views of the split (targets normalized when batches are read) and the DatasetInfo."""
+
     info: DatasetInfo
-    train: GraphSet
-    val: GraphSet
-    test: GraphSet
+    train: GraphView
+    val: GraphView
+    test: GraphView
     log: list[str] = field(default_factory=list)
 
 
 def prepare_data(cfg: RunConfig, registry: Registry | None = None,
-                 log: Callable[[str], None] | None = None) -> PreparedData:
-    """Normalized, split GraphSets plus the DatasetInfo a model needs."""
+                 log: Callable[[str], None] | None = None, split: Path | None = None) -> PreparedData:
+    """Normalized, split views of the dataset plus the DatasetInfo a model needs.
+
+    ``split`` names a saved split file (hydradgl/data/splitfile.py) to use instead of splitting.
+    """
     data = load_dataset(cfg, registry, log)
-    graphs = data.graphs
-    species = sorted(int(z) for z in np.unique(graphs.numbers))
-    assign_species(graphs, species)
-    if cfg.split.method == "stratified":
+    graphs, stored = data.graphs, data.store
+    species = stored.species
+    assign_species(graphs, species, present=species)
+    if split is not None:
+        parts = load_split(split, len(graphs))
+    elif cfg.split.method == "stratified":
         parts = stratified_split(graphs.compositions, cfg.split.fractions, cfg.split.seed)
     else:
         parts = random_split(len(graphs), cfg.split.fractions, cfg.split.seed)
-    train, val, test = (graphs.subset(p) for p in parts)
+    train, val, test = (GraphView(graphs, p) for p in parts)
     if len(train) == 0:
         raise DataError(f"dataset {cfg.dataset.name!r} has no training graphs ({len(graphs)} graphs in all)")
-    lo, hi = fit_min_max(train)
+    lo, hi = stored.target_range(train.rows)
     info = DatasetInfo(species=species, node_inputs=data.node_inputs, targets=data.targets,
-                       target_min=lo, target_max=hi, degree_histogram=train.in_degree_histogram().tolist(),
+                       target_min=lo, target_max=hi, degree_histogram=stored.degree_histogram(train.rows).tolist(),
                        cutoff=cfg.graph.radius)
     norm = Normalizer.from_info(info)
-    split_note = f"split ({cfg.split.method}): {len(train)} train, {len(val)} val, {len(test)} test"
+    how = f"read from {split}" if split is not None else cfg.split.method
+    split_note = f"split ({how}): {len(train)} train, {len(val)} val, {len(test)} test"
     if log is not None:
         log(split_note)
     notes = [*data.log, split_note]
-    return PreparedData(info, norm.apply(train), norm.apply(val), norm.apply(test), notes)
+    return PreparedData(info, *(part.with_normalizer(norm) for part in (train, val, test)), notes)
 
 
 def read_for_prediction(path: Path, cell: np.ndarray | None = None,

@@ -24,6 +24,7 @@ from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_text
 from hydradgl.configio import head_kind, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.splitfile import SPLIT_FILE, save_split
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
@@ -122,7 +123,9 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     started = time.perf_counter()
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
-            data = prepare_data(cfg, registry, log=say)
+            saved_split = Path(resume) / SPLIT_FILE if resume else None
+            data = prepare_data(cfg, registry, log=say,
+                                split=saved_split if saved_split is not None and saved_split.exists() else None)
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
@@ -137,6 +140,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
+        save_split(run_dir / SPLIT_FILE, (data.train.rows, data.val.rows, data.test.rows), len(data.train.base))
         atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "

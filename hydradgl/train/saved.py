@@ -12,11 +12,11 @@ import torch
 
 from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_text
-from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import graphs_for_prediction, prepare_data
 from hydradgl.data.records import DatasetInfo
+from hydradgl.data.splitfile import SPLIT_FILE
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import HydraModel, build_model
 from hydradgl.plugins import Registry, get_registry
@@ -31,6 +31,7 @@ class SavedRun:
     info: DatasetInfo
     model: HydraModel
     device: torch.device
+    split: Path | None = None  # the run's split.npz, if it saved one
 
 
 def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu") -> SavedRun:
@@ -47,26 +48,17 @@ def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu
     model = build_model(cfg, info, registry)
     model.load_state_dict(state["model"])
     target = resolve_device(device)
-    return SavedRun(cfg, info, model.to(target).eval(), target)
+    split = run_dir / SPLIT_FILE
+    return SavedRun(cfg, info, model.to(target).eval(), target, split if split.exists() else None)
 
 
 def evaluate_run(run: SavedRun, cfg: RunConfig | None = None, registry: Registry | None = None) -> dict[str, dict[str, float]]:
-    """Test-split metrics of a saved run, on its own data set or on the one ``cfg`` names."""
-    data = prepare_data(cfg or run.cfg, registry)
+    """Test-split metrics of a saved run, on its own data set (and saved split) or on the one ``cfg`` names."""
+    data = prepare_data(cfg or run.cfg, registry, split=run.split if cfg is None else None)
     normalizer = Normalizer.from_info(run.info)
-    if cfg is not None:  # another data set: normalize it with the run's statistics
-        test = normalizer.apply(_physical(data.test, Normalizer.from_info(data.info)))
-    else:
-        test = data.test
+    test = data.test.with_normalizer(normalizer)  # another data set is normalized with the run's statistics
     metrics, _ = evaluate(run.model, run.cfg, test, normalizer, Runtime(0, 1, 0, run.device))
     return metrics
-
-
-def _physical(graphs: GraphSet, normalizer: Normalizer) -> GraphSet:
-    def back(name: str, v: np.ndarray) -> np.ndarray:
-        return (v * normalizer.span[name] + normalizer.lo[name]).astype(np.float32)
-    return graphs.with_targets({k: back(k, v) for k, v in graphs.graph_targets.items()},
-                               {k: back(k, v) for k, v in graphs.node_targets.items()})
 
 
 @torch.no_grad()

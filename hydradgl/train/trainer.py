@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from hydradgl.config import RunConfig, TrainingConfig
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import PreparedData
@@ -57,7 +57,7 @@ def head_specs(cfg: RunConfig, model: HydraModel) -> dict[str, tuple[str, str, s
     return {h.name: (h.target_name, model.head_levels[h.name], h.loss) for h in cfg.heads}
 
 
-def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: Normalizer, runtime: Runtime,
+def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, normalizer: Normalizer, runtime: Runtime,
              collect: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per head over ``graphs`` (this rank's shard, reduced over ranks); optionally the
     (true, predicted) values in physical units, for plots."""
