@@ -119,6 +119,14 @@ class GraphView:
         return self.base.ids[self.rows]
 
     @property
+    def num_nodes(self) -> np.ndarray:
+        return self.base.node_ptr[self.rows + 1] - self.base.node_ptr[self.rows]
+
+    @property
+    def num_edges(self) -> np.ndarray:
+        return self.base.edge_ptr[self.rows + 1] - self.base.edge_ptr[self.rows]
+
+    @property
     def compositions(self) -> list[str]:
         return [self.base.compositions[i] for i in self.rows]
 

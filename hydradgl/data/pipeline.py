@@ -105,7 +105,8 @@ def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], no
     return pack(structures, targets, node_inputs, cfg)
 
 
-def _from_store(stored: Store) -> LoadedData:
+def loaded_from_store(stored: Store) -> LoadedData:
+    """An opened cache folder as LoadedData."""
     notes = [f"processed graphs read from cache {stored.folder}; notes from when it was built:",
              *(f"  {note}" for note in stored.manifest["log"])]
     return LoadedData(stored.graphs, stored.targets, stored.manifest["node_inputs"], notes, stored)
@@ -129,7 +130,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     if folder is not None:
         cached = open_store(folder)
         if isinstance(cached, Store):
-            loaded = _from_store(cached)
+            loaded = loaded_from_store(cached)
             for note in loaded.log:
                 emit(note)
             return loaded
@@ -185,7 +186,12 @@ def prepare_data(cfg: RunConfig, registry: Registry | None = None,
 
     ``split`` names a saved split file (hydradgl/data/splitfile.py) to use instead of splitting.
     """
-    data = load_dataset(cfg, registry, log)
+    return split_dataset(load_dataset(cfg, registry, log), cfg, log, split)
+
+
+def split_dataset(data: LoadedData, cfg: RunConfig, log: Callable[[str], None] | None = None,
+                  split: Path | None = None) -> PreparedData:
+    """:func:`prepare_data` after loading: split, training-split statistics (streamed), normalizing views."""
     graphs, stored = data.graphs, data.store
     species = stored.species
     assign_species(graphs, species, present=species)
