@@ -140,7 +140,8 @@ def train(folder: Path, batches: int, threads: int, in_memory: bool) -> None:
 def run_child(args: list[str], ranks: int = 1) -> list[dict]:
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "--master-port",
                  str(29500 + os.getpid() % 1000)] if ranks > 1 else [sys.executable])
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if ranks > 1 else "2"}
+    # PASSIVE: OpenMP threads that spin while waiting collapse on a shared machine (docs/distributed.md)
+    env = {**os.environ, "OMP_NUM_THREADS": "1" if ranks > 1 else "2", "OMP_WAIT_POLICY": "PASSIVE"}
     reports = [Path(args[1]).parent / f"report-rank{r}.json" for r in range(ranks)]
     for report in reports:
         report.unlink(missing_ok=True)

@@ -204,3 +204,11 @@ def test_prepare_data_with_a_split_file_reuses_it(tmp_path, small_prepared):
     assert any("split (read from" in n for n in again.log)
     h = np.asarray(d.train.base.graph_targets["H"])[np.sort(mixed[0])]  # statistics follow the file's train part
     assert again.info.target_min["H"] == [float(h.min())] and again.info.target_max["H"] == [float(h.max())]
+
+
+def test_a_second_writer_uses_the_cache_published_first(tmp_path):
+    items = structures(6)
+    first, _ = build(tmp_path, items)
+    second, _ = build(tmp_path, items)  # as a DDP rank that lost the race to build the same cache
+    assert second.folder == first.folder and [p.name for p in tmp_path.iterdir()] == ["s"]
+    np.testing.assert_array_equal(second.graphs.src, first.graphs.src)

@@ -98,7 +98,7 @@ class _Appender:
     def append(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
         values = values.reshape((len(values), *self.row_shape))
-        self.handle.write(values.tobytes())
+        self.handle.write(values.data)  # no copy of a contiguous array
         self.rows += len(values)
 
     def close(self) -> dict[str, Any]:
@@ -224,9 +224,14 @@ class StoreWriter:
         }
         manifest["checksum"] = _manifest_checksum(manifest)
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        os.replace(self.tmp, self.folder)
+        if self.folder.exists() and not isinstance(open_store(self.folder), Store):
+            shutil.rmtree(self.folder, ignore_errors=True)  # the invalid cache this build replaces
+        try:
+            os.replace(self.tmp, self.folder)
+        except OSError:
+            if not isinstance(open_store(self.folder), Store):
+                raise
+            shutil.rmtree(self.tmp)  # another process (a DDP rank) published the same cache first: use it
         return self.folder
 
     def _target_statistics(self, n_graphs: int) -> dict[str, dict[str, list[float]]]:
