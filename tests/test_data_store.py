@@ -46,10 +46,10 @@ def build(tmp_path, items, workers=1, chunk_size=3, name="s"):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_store_round_trip_equals_in_memory_pack(tmp_path, workers):
     items = structures(20)
-    stored, cfg = build(tmp_path, items, workers=workers)
+    stored, cfg = build(tmp_path, (s for s in items), workers=workers)  # a generator, consumed once
     whole = pack(items, TARGETS, {}, cfg)
     g = stored.graphs
-    assert isinstance(g.src, np.memmap)
+    assert isinstance(g.src, store.FileArray)  # read on demand, not loaded
     for name in ("numbers", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr"):
         np.testing.assert_array_equal(np.asarray(getattr(g, name)), getattr(whole, name), err_msg=name)
     for name in TARGETS:
@@ -61,6 +61,26 @@ def test_store_round_trip_equals_in_memory_pack(tmp_path, workers):
     assert (counts["graphs"], counts["nodes"], counts["edges"]) == (20, len(whole.numbers), len(whole.src))
     assert stored.species == [1, 6, 8] and stored.manifest["log"] == ["note"]
     assert [p.name for p in tmp_path.iterdir()] == ["s"]  # no temporary folder left
+
+
+def test_file_array_indexing_equals_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    for shape in [(1000,), (500, 3), (0, 2)]:
+        a = rng.normal(size=shape).astype(np.float32)
+        np.save(tmp_path / "a.npy", a)
+        f = store.FileArray(tmp_path / "a.npy")
+        assert f.shape == a.shape and f.dtype == a.dtype and len(f) == len(a)
+        np.testing.assert_array_equal(np.asarray(f), a)
+        if not len(a):
+            continue
+        for idx in ([5, 3, 4, 4, 100, 6, 0], np.arange(10, 50), rng.integers(0, len(a), 300), [[1, 2], [3, 3]]):
+            np.testing.assert_array_equal(f[np.array(idx)], a[np.array(idx)])
+        np.testing.assert_array_equal(f[-1], a[-1])
+        np.testing.assert_array_equal(f[3:9], a[3:9])
+        np.testing.assert_array_equal(f[::7], a[::7])
+        np.testing.assert_array_equal(f[np.array([4, 1]), ...], a[[4, 1], ...])
+        with pytest.raises(IndexError):
+            f[np.array([len(a)])]
 
 
 def test_parallel_build_writes_identical_files(tmp_path):
