@@ -9,13 +9,13 @@ For every N of ``--sizes`` (default 100,000 and 1,000,000), this script
    ``packed_chunks`` machinery ``hydradgl data prepare --workers`` uses. It prints the build time and
    the cache size on disk;
 2. trains the default model (paper configuration, batch 64) for ``--batches`` batches in a fresh
-   process reading the memory-mapped cache, and prints that process's peak RSS and training graphs/s;
+   process reading the cache on demand, and prints that process's peak RSS and training graphs/s;
    for the smallest N also with every array copied into memory first (today's in-memory path), for the
    throughput comparison within the same run;
 3. does the same with 2 gloo ranks (torchrun, one thread each) and prints each rank's peak RSS.
 
 Targets (issue 11): peak RSS of a training process at N = 1M <= 1.5x the one at N = 100k and <= 2 GiB;
-build of 1M structures <= 10 minutes on 2 cores; mmap throughput within 10% of in-memory.
+build of 1M structures <= 10 minutes on 2 cores; on-demand throughput within 10% of in-memory.
 
 Usage::
 
@@ -23,8 +23,7 @@ Usage::
     python benchmarks/bench_scale.py --sizes 100000        # CI-sized
     python benchmarks/bench_scale.py --sizes 1000000 --workers 2 --out /scratch/bench --keep
 
-Peak RSS is ``ru_maxrss``: it counts the pages of the memory-mapped files a process touched (they are
-shared between ranks and reclaimable page cache, so this overstates the private memory).
+Peak RSS is ``ru_maxrss`` of the training process (or rank), which includes torch and the model.
 """
 
 from __future__ import annotations
@@ -175,13 +174,13 @@ def main() -> None:
         child = ["--train", str(folder), "--batches", str(args.batches)]
         row = run_child(child)[0]
         single[n] = row["peak_rss_mib"]
-        print(f"N={n}: 1 process x 2 threads, {args.batches} batches on the memory-mapped cache: peak RSS "
+        print(f"N={n}: 1 process x 2 threads, {args.batches} batches reading the cache on demand: peak RSS "
               f"{row['peak_rss_mib']:.0f} MiB (after preparing the split {row['rss_prepared_mib']:.0f} MiB), "
               f"{row['graphs_per_s']:.0f} graphs/s", flush=True)
         if n == min(sizes):
             mem = run_child([*child, "--in-memory"])[0]
             print(f"N={n}: same, every array in memory first: peak RSS {mem['peak_rss_mib']:.0f} MiB, "
-                  f"{mem['graphs_per_s']:.0f} graphs/s (mmap/in-memory throughput "
+                  f"{mem['graphs_per_s']:.0f} graphs/s (on-demand/in-memory throughput "
                   f"{row['graphs_per_s'] / mem['graphs_per_s']:.2f})", flush=True)
         if not args.no_ddp:
             rows = run_child(child, ranks=2)

@@ -1,6 +1,6 @@
 """GraphSet: many small graphs packed into concatenated arrays; GraphView: some of them, without copying.
 
-The packed arrays may be in memory or memory-mapped from the processed cache (hydradgl/data/store.py);
+The packed arrays may be in memory or read on demand from the processed cache (hydradgl/data/store.py);
 either way a subset or a batch only touches the graphs it names.
 """
 
@@ -103,7 +103,7 @@ class GraphView:
     """Graphs ``rows`` of ``base``, in that order, without copying anything.
 
     Targets stay physical in ``base``; with a ``normalizer`` they are normalized when read (a batch at
-    a time in :func:`~hydradgl.data.loader.collate`), so a split of a memory-mapped dataset costs only
+    a time in :func:`~hydradgl.data.loader.collate`), so a split of a dataset on disk costs only
     its index array.
     """
 

@@ -15,7 +15,7 @@ from hydradgl.model.kernels import MessageGraph
 def collate(graphs: GraphSet | GraphView, idx: np.ndarray) -> Batch:
     """One Batch of graphs ``idx``: one MessageGraph built from offset edge arrays (no per-graph objects).
 
-    Only these graphs' rows of the (possibly memory-mapped) arrays are read; a view's targets are
+    Only these graphs' rows of the (possibly on-disk) arrays are read; a view's targets are
     normalized here, a batch at a time.
     """
     view = view_of(graphs)
@@ -46,7 +46,7 @@ class BatchLoader:
     With ``shuffle`` the order is a permutation seeded by ``seed`` and the epoch (``set_epoch``). With
     ``world_size > 1`` each rank takes every ``world_size``-th graph of the (padded) order, so ranks see
     disjoint shards and the same number of batches, like torch's DistributedSampler; a rank reads
-    only its own shard's rows of memory-mapped arrays.
+    only its own shard's rows of arrays on disk.
     """
 
     def __init__(self, graphs: GraphSet | GraphView, batch_size: int, shuffle: bool = False, seed: int = 0,

@@ -83,7 +83,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
 class LoadedData:
     """The whole dataset as packed graphs with physical targets, before any split.
 
-    ``graphs`` are memory-mapped from the processed cache ``store``, which also holds the statistics
+    ``graphs`` are read on demand from the processed cache ``store``, which also holds the statistics
     the split needs (train-only ranges and degree histogram, computed from per-graph summaries).
     """
 

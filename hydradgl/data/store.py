@@ -1,4 +1,4 @@
-"""Processed cache on disk: a folder of flat ``.npy`` arrays, memory-mapped, plus a JSON manifest.
+"""Processed cache on disk: a folder of flat ``.npy`` arrays, read on demand, plus a JSON manifest.
 
 Layout (``<cache_dir>/processed/<dataset>-<key>/``; G graphs, N atoms, E edges)::
 
@@ -343,7 +343,7 @@ class StoreWriter:
 
 @dataclass
 class Store:
-    """An opened cache folder: the graphs (memory-mapped) and what the manifest says about them."""
+    """An opened cache folder: the graphs (read on demand) and what the manifest says about them."""
 
     folder: Path
     manifest: dict[str, Any]
@@ -419,7 +419,7 @@ def _inconsistent(arrays: dict[str, np.ndarray], counts: dict[str, int]) -> str:
 
 
 def open_store(folder: Path) -> Store | str:
-    """The cache folder memory-mapped, or a string saying why it is unusable (then it is rebuilt)."""
+    """The cache folder opened, or a string saying why it is unusable (then it is rebuilt)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.exists():
