@@ -48,8 +48,8 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 HEADER_BYTES = 128  # fixed .npy header length, so a file's header can be written after its data
 MAX_Z = 119
-# read whole when opened (~20 bytes per graph, every batch needs them); the rest is read on demand
-IN_MEMORY = ("node_ptr", "edge_ptr", "graph_target")
+# read whole when opened (~25 bytes per graph: batches and splits need them); the rest is read on demand
+IN_MEMORY = ("node_ptr", "edge_ptr", "graph_target", "composition")
 T = TypeVar("T")
 
 
