@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## The main job: the paper's PNA model with heads H,C,M on the built-in FePt dataset.
+## It replaces the previous `make train` run in runs/latest (a plain `hydradgl train` would refuse).
 train: venv
-	$(VENV)/bin/hydradgl train --conv pna --heads H,C,M
+	$(VENV)/bin/hydradgl train --conv pna --heads H,C,M --overwrite
 
 test: venv
 	$(VENV)/bin/python -m pytest -q

@@ -2,10 +2,17 @@
 forward+backward of one conv layer, ours vs dgl.nn.PNAConv (same aggregators and scalers), and of the
 full paper model (6 PNA layers of width 20, batch norm, heads H, C, M with FC 50/25).
 
-Target (issue 4): our PNA layer >= 2.5x faster than dgl.nn.PNAConv.
-Timings are medians after warm-up; on a machine shared with other jobs they are noisy, and with more
-busy processes than cores 2 OpenMP threads can be slower than 1 (barrier stalls): compare --threads 1.
-Usage: python benchmarks/bench_model.py [--repeats 30] [--threads 2]
+Then one training step (forward, backward, Adam) of the paper model with each conv of
+benchmarks/model_variants.py (PNA with and without edge features, cgcnn, schnet, egnn), timed
+round-robin in one process so that load from other jobs hits every variant alike; the ratio to PNA
+without edge features is the figure to compare across machines.
+
+Target (issue 4): our PNA layer >= 2.5x faster than dgl.nn.PNAConv. Issue 8: PNA with edge features at
+most ~20% slower than without.
+Timings are medians (variants: minima) after warm-up; on a machine shared with other jobs they are noisy,
+and with more busy processes than cores 2 OpenMP threads can be slower than 1 (barrier stalls): compare
+--threads 1.
+Usage: python benchmarks/bench_model.py [--repeats 30] [--threads 2] [--variants-only]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs.pna import PNAOptions, delta_from_histogram, make_pna
+from model_variants import BASELINE, VARIANTS
 
 AGGREGATORS = ["mean", "min", "max", "std"]
 SCALERS = ["identity", "amplification", "attenuation"]
@@ -48,12 +56,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2,
                         help="intra-op threads (on a loaded shared machine, 1 avoids OpenMP oversubscription stalls)")
+    parser.add_argument("--variants-only", action="store_true", help="only the conv variants' training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as cache:
         cfg = load_config(None, {"dataset.cache_dir": cache, "dataset.options": {"max_per_composition": 20}})
         data = prepare_data(cfg)
     batch = collate(data.train, np.arange(64))
+    if args.variants_only:
+        compare_variants(data, batch, args.repeats)
+        return
     graph, width = batch.graph, 20
     print(f"batch: {batch.num_graphs} graphs, {graph.num_nodes} nodes, {graph.num_edges} edges, width {width}, "
           f"{torch.get_num_threads()} threads")
@@ -75,7 +87,7 @@ def main() -> None:
           f"speed-up {t_dgl / t_ours:.1f}x (target >= 2.5x)")
 
     model = build_model(cfg, data.info)
-    loss = MultiTaskLoss(cfg.heads, model.head_levels)
+    loss = MultiTaskLoss(model.head_descriptions)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def train_step():
@@ -114,6 +126,41 @@ def main() -> None:
     t_our_stack = timed(our_stack, args.repeats)
     print(f"6-layer PNA stack fwd+bwd: ours {t_our_stack * 1e3:.1f} ms, dgl.nn.PNAConv {t_stack * 1e3:.1f} ms, "
           f"speed-up {t_stack / t_our_stack:.1f}x")
+    compare_variants(data, batch, args.repeats)
+
+
+def training_step(overrides: dict, data, batch):
+    """One forward-backward-Adam step of the paper model with config ``overrides``."""
+    cfg = load_config(None, {"dataset.options": {"max_per_composition": 20}, **overrides})
+    torch.manual_seed(0)
+    model = build_model(cfg, data.info)
+    loss = MultiTaskLoss(cfg.heads, model.head_levels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        total, _ = loss(model(batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+    return step
+
+
+def compare_variants(data, batch, repeats: int) -> None:
+    """Training steps of every conv variant, round-robin; the fastest of ``repeats`` rounds each."""
+    steps = {name: training_step(overrides, data, batch) for name, overrides in VARIANTS.items()}
+    best = dict.fromkeys(steps, float("inf"))
+    for step in steps.values():
+        for _ in range(3):
+            step()
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    print(f"paper model, one training step (fwd+bwd+Adam), batch of {batch.num_graphs} graphs, fastest of {repeats}:")
+    for name, seconds in best.items():
+        print(f"  {name:30s} {seconds * 1e3:7.1f} ms = {batch.num_graphs / seconds:6.0f} graphs/s, "
+              f"{seconds / best[BASELINE]:.2f}x the time of {BASELINE}")
 
 
 if __name__ == "__main__":

@@ -12,4 +12,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 #: Decorator plugins use to implement the hooks in :mod:`hydradgl.hookspecs`.
 hookimpl = pluggy.HookimplMarker("hydradgl")
 
-__all__ = ["__version__", "hookimpl"]
+
+
+def load(path, device: str = "cpu", registry=None):
+    """A trained model (one run, or an ensemble) ready to predict: see :func:`hydradgl.api.load`."""
+    from hydradgl.api import load as load_model  # torch and DGL load on first use, not on ``import hydradgl``
+
+    return load_model(path, device=device, registry=registry)
+
+
+__all__ = ["__version__", "hookimpl", "load"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
+
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from hydradgl.config import (DatasetConfig, GraphConfig, HeadConfig, ModelConfig, RunConfig, SplitConfig,
-                             TrainingConfig)
+from hydradgl.config import (DatasetConfig, GraphConfig, HeadConfig, LoggerConfig, ModelConfig, ParamRange,
+                             RunConfig, SplitConfig, TrackingConfig, TrainingConfig, TuneConfig)
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("dataset", DatasetConfig), ("graph", GraphConfig), ("split", SplitConfig), ("model", ModelConfig),
-    ("heads[]", HeadConfig), ("training", TrainingConfig),
+    ("heads[]", HeadConfig), ("training", TrainingConfig), ("tracking", TrackingConfig),
+    ("tracking.loggers[]", LoggerConfig), ("tune", TuneConfig), ("tune.space.<key>", ParamRange),
 ]
 
 
@@ -26,9 +30,24 @@ def _default(field) -> str:
     return f"`{value!r}`" if value is not None else "`null`"
 
 
+def _plain(annotation) -> str:
+    """A type as a reader writes it: ``Annotated[float, validators]`` is just ``float``."""
+    if get_origin(annotation) is Annotated:
+        return _plain(get_args(annotation)[0])
+    if isinstance(annotation, type) and not get_args(annotation):
+        return annotation.__name__
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        return " | ".join(_plain(a) for a in args)
+    if origin is Literal:
+        return str(annotation).replace("typing.", "")
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_plain(a) for a in args)}]"
+    return str(annotation).replace("typing.", "")
+
+
 def _type(field) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "").replace("<class '", "").replace("'>", "")
-    return text.replace("|", "\\|")
+    return _plain(field.annotation).replace("NoneType", "None").replace("|", "\\|")
 
 
 def reference_markdown() -> str:

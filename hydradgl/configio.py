@@ -69,11 +69,18 @@ def read_file(path: Path) -> dict[str, Any]:
     """A YAML or JSON mapping from ``path``; ConfigError names the file (and line) when it does not parse."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                          "a config is YAML or JSON text") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text, object_pairs_hook=_unique_json_keys) if path.suffix == ".json" else \
+            yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}{exc.where}: key {exc.key!r} appears twice in one mapping; "
+                          "keep one (YAML would silently drop the first)") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     except yaml.YAMLError as exc:
@@ -87,16 +94,79 @@ def read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+class DuplicateKeyError(ValueError):
+    def __init__(self, key: str, where: str = ""):
+        super().__init__(key)
+        self.key, self.where = key, where
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKeyError(str(key), f":{key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    repeated = next((k for k in keys if keys.count(k) > 1), None)
+    if repeated is not None:
+        raise DuplicateKeyError(repeated)
+    return dict(pairs)
+
+
+def parse_set_value(raw: str) -> Any:
+    """A ``--set`` value as YAML (``32``, ``[50, 25]``, ``null``), or the raw string when it is not valid
+    YAML (``*.xyz``, ``[1,2``): the config's own validation then says what the key expects."""
+    try:
+        return yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506  (a SafeLoader subclass)
+    except (yaml.YAMLError, DuplicateKeyError):
+        return raw
+
+
+def _child(node: Any, part: str, key: str) -> tuple[Any, Any]:
+    """The slot ``part`` names in ``node`` (a dict key, a list index, or a head name in a list of heads)."""
+    if isinstance(node, dict):
+        return node, part
+    if isinstance(node, list):
+        if part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(node) <= index < len(node):
+                raise ConfigError(f"{key}: index {index} is out of range (the list has {len(node)} entries)")
+            return node, index
+        named = [i for i, item in enumerate(node) if isinstance(item, dict) and item.get("name") == part]
+        if named:
+            return node, named[0]
+        names = [item["name"] for item in node if isinstance(item, dict) and "name" in item]
+        raise ConfigError(f"{key}: no entry named {part!r} (entries: {', '.join(names) or 'none'}; "
+                          "or give an index, e.g. heads.0.layers)")
+    raise ConfigError(f"{key}: {part!r} is inside a value, not a section")
+
+
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """``set_dotted(d, "training.epochs", 5)`` sets ``d["training"]["epochs"]``."""
+    """``set_dotted(d, "training.epochs", 5)`` sets ``d["training"]["epochs"]``; list entries are reached
+    by index or, for entries with a ``name`` (heads), by name: ``heads.0.layers`` or ``heads.H.layers``."""
     parts = key.split(".")
-    node = data
+    if not all(parts):
+        raise ConfigError(f"{key}: empty key part; expected dotted keys like training.epochs")
+    if parts[0] == "heads" and len(parts) > 1 and "heads" not in data:
+        data["heads"] = [h.model_dump(mode="json", exclude_defaults=True) for h in RunConfig().heads]
+    node: Any = data
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
+        owner, slot = _child(node, part, key)
+        if isinstance(owner, dict):
+            owner.setdefault(slot, {})
+        if not isinstance(owner[slot], (dict, list)):
             raise ConfigError(f"{key}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
+        node = owner[slot]
+    owner, slot = _child(node, parts[-1], key)
+    owner[slot] = value
 
 
 def select_heads(data: dict[str, Any], names: list[str]) -> None:

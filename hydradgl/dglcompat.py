@@ -19,6 +19,7 @@ only imports DGL.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -70,8 +71,9 @@ import dgl  # noqa: E402  (must follow the placeholder)
 import dgl.function as fn  # noqa: E402
 
 
+@functools.cache
 def dgl_has_cuda() -> bool:
-    """Whether the installed DGL was built with CUDA (the PyPI wheels are CPU-only)."""
+    """Whether the installed DGL was built with CUDA (the PyPI wheels are CPU-only); probed once."""
     if not torch.cuda.is_available():
         return False
     try:

@@ -12,7 +12,8 @@ and calls it once per thing it provides::
         register(ConvSpec(name="gin", description="GIN convolution", options=GINOptions, factory=make_gin))
 
 The spec classes (:class:`~hydradgl.plugins.DatasetSpec`, :class:`~hydradgl.plugins.ConvSpec`,
-:class:`~hydradgl.plugins.HeadSpec`) document what each factory receives and returns.
+:class:`~hydradgl.plugins.HeadSpec`, :class:`~hydradgl.plugins.LoggerSpec`) document what each factory
+receives and returns.
 """
 
 from __future__ import annotations
@@ -37,3 +38,8 @@ def register_convs(register: Callable) -> None:
 @hookspec
 def register_heads(register: Callable) -> None:
     """Register output heads by calling ``register(HeadSpec(...))``."""
+
+
+@hookspec
+def register_loggers(register: Callable) -> None:
+    """Register experiment trackers (MLflow, W&B, ...) by calling ``register(LoggerSpec(...))``."""

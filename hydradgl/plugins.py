@@ -1,10 +1,13 @@
 """Plugin specs and the registry that loads them from the ``hydradgl`` entry-point group.
 
 Every plugin, built-in or third-party, is a module named by an entry point in the ``hydradgl`` group.
-Loading is fault tolerant: a module that fails to import, or a hook that raises, marks that
-distribution as broken (``hydradgl list-plugins`` shows it with the error) and only a command that
-asks for one of its names fails, with that error. A name registered by two distributions is refused
-with both named.
+The modules are registered with a pluggy ``PluginManager`` and their ``@hookimpl`` functions are
+called one implementation at a time, so loading is fault tolerant: a module that fails to import,
+implements a hook that does not exist (a misspelling such as ``register_conv``: pluggy's
+``check_pending``), implements none, or whose hook raises or registers one name twice marks that
+distribution as broken (``hydradgl list-plugins`` shows it with the error); only a command that asks
+for one of its names fails, with that error. A name registered by two distributions is refused with
+both named.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata as md
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 import pluggy
@@ -20,8 +24,8 @@ from pydantic import BaseModel, ConfigDict
 from hydradgl import hookspecs
 from hydradgl.errors import PluginError
 
-Kind = Literal["dataset", "conv", "head"]
-KINDS: tuple[Kind, ...] = ("dataset", "conv", "head")
+Kind = Literal["dataset", "conv", "head", "logger"]
+KINDS: tuple[Kind, ...] = ("dataset", "conv", "head", "logger")
 ENTRY_POINT_GROUP = "hydradgl"
 BUILTIN_DISTRIBUTION = "hydradgl"
 
@@ -48,6 +52,9 @@ class DatasetContext:
 
     cache_dir: Any  # pathlib.Path: where generated or downloaded raw files may be written
     skip_bad_files: bool = False  # skip malformed files (reported in RawDataset.skipped) instead of failing
+    # Target names the configured heads predict (None: all). A factory may skip deriving a target nobody
+    # asked for; it must not change what it returns otherwise (the processed cache does not key on this).
+    targets: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,20 @@ class DatasetSpec(PluginSpec):
     """``factory(options, context: DatasetContext) -> hydradgl.data.records.RawDataset``.
 
     ``fingerprint(options, context) -> str``, when given, identifies the raw inputs cheaply (file names,
-    sizes and modification times; generator parameters) so the processed cache can be used without
-    reading them; without it the cache is keyed by ``RawDataset.fingerprint`` after loading.
+    sizes and modification times; generator parameters) so the processed cache is used without reading
+    them. Without it the factory runs on every load and the processed graphs are cached under
+    ``RawDataset.fingerprint`` (graph building is saved, reading is not); with neither, nothing is cached.
+
+    ``read_structures(path, options) -> list[Structure]``, when given, reads one file given to
+    ``hydradgl predict`` (targets not needed). ``options`` are the saved run's dataset options when the
+    run was trained on this plugin, so the reader can give files the dataset's lattice (``cell``/``pbc``)
+    when the format has none; they are None when the file is only matched by ``suffixes`` (file name
+    endings such as ``.xyz`` this reader claims for files given to a run trained on another plugin).
     """
 
     fingerprint: Callable[..., str] | None = None
+    read_structures: Callable[[Path, Any], list] | None = None
+    suffixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,7 +87,7 @@ class ConvContext:
     """
 
     edge_dim: int
-    degree_histogram: Any  # torch.Tensor (long), or None before statistics exist
+    degree_histogram: list[int] | None  # None before statistics exist
     cutoff: float
 
 
@@ -80,16 +96,35 @@ class ConvSpec(PluginSpec):
     """``factory(in_dim, out_dim, options, context: ConvContext) -> torch.nn.Module``.
 
     The module's ``forward(graph, h, edge_attr)`` maps node features (N, in_dim) to (N, out_dim);
-    ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job. A module
-    that ignores edge features may set ``uses_edge_features = False`` so the trunk skips computing them.
+    ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job.
+    ``uses_edge_features`` says whether the layer reads ``edge_attr``: a bool, or a function of the
+    parsed options (for a layer where an option decides). When no layer reads them the trunk skips
+    computing them. (A module attribute ``uses_edge_features = False`` is still honoured.)
+    A module that sets ``uses_geometry = True`` is called as ``forward(graph, h, edge_attr, geometry=g)``
+    with ``g`` a :class:`hydradgl.model.layers.EdgeGeometry` (distances, edge vectors, cutoff envelope).
+
+    ``kernels``: the message-passing paths the module runs on (hydradgl.model.kernels). The default is
+    dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
+    which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
+    declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.
     """
+
+    uses_edge_features: bool | Callable[[Any], bool] = True
+    kernels: tuple[str, ...] = ("dgl",)
+
+    def reads_edges(self, options: Any) -> bool:
+        """Whether a layer built with ``options`` reads the edge features."""
+        flag = self.uses_edge_features
+        return bool(flag(options) if callable(flag) else flag)
 
 
 @dataclass(frozen=True)
 class HeadContext:
-    """What a head factory gets besides its options: the activation the config names."""
+    """What a head factory gets besides its options: the activation the config names, and the
+    dataset's description of the head's target (level, dimension, unit; None when built without one)."""
 
     activation: str
+    target: Any = None  # hydradgl.data.records.TargetInfo
 
 
 @dataclass(frozen=True)
@@ -97,14 +132,51 @@ class HeadSpec(PluginSpec):
     """``factory(in_dim, out_dim, layers, options, context: HeadContext) -> torch.nn.Module``.
 
     The module's ``forward(graph, h)`` returns (B, out_dim) for ``level="graph"`` heads and
-    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths.
+    (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths. ``kernels``: as for
+    :class:`ConvSpec`.
     """
 
     level: Literal["graph", "node"] = "graph"
+    kernels: tuple[str, ...] = ("dgl",)
 
 
-SPEC_TYPES: dict[Kind, type[PluginSpec]] = {"dataset": DatasetSpec, "conv": ConvSpec, "head": HeadSpec}
-HOOKS: dict[Kind, str] = {"dataset": "register_datasets", "conv": "register_convs", "head": "register_heads"}
+@dataclass(frozen=True)
+class LoggerContext:
+    """What a logger factory gets besides its options: the run directory and the resolved config."""
+
+    run_dir: Any  # pathlib.Path
+    config: dict[str, Any]  # RunConfig.model_dump(mode="json")
+
+
+class RunLogger:
+    """Base of what a logger factory returns; override the methods you need (each default does nothing).
+
+    Called on rank 0 only, in this order: ``log_scalars`` once per epoch (tags such as ``total/val_loss``,
+    ``H/val_rmse``, ``optim/lr``, ``speed/graphs_per_s``; ``step`` is the epoch), at the end
+    ``log_scalars`` with the test metrics (``H/test_rmse``, ...), ``log_image`` per plot, then ``close``.
+    An exception from any method is reported once and that logger is dropped; training goes on.
+    """
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Record numbers at ``step`` (the epoch)."""
+
+    def log_image(self, tag: str, path: Any) -> None:
+        """Record a PNG file (``path``: pathlib.Path) under ``tag``, e.g. ``parity/H``."""
+
+    def close(self) -> None:
+        """Flush and release; called once at the end of the run (or when it stops early)."""
+
+
+@dataclass(frozen=True)
+class LoggerSpec(PluginSpec):
+    """``factory(options, context: LoggerContext) -> RunLogger``: an experiment tracker that receives the
+    run's metric stream. A run uses the loggers its config names under ``tracking.loggers``."""
+
+
+SPEC_TYPES: dict[Kind, type[PluginSpec]] = {"dataset": DatasetSpec, "conv": ConvSpec, "head": HeadSpec,
+                                            "logger": LoggerSpec}
+HOOKS: dict[Kind, str] = {"dataset": "register_datasets", "conv": "register_convs", "head": "register_heads",
+                          "logger": "register_loggers"}
 
 
 @dataclass
@@ -162,6 +234,9 @@ class Registry:
     def head(self, name: str) -> HeadSpec:
         return self.get("head", name)  # type: ignore[return-value]
 
+    def logger(self, name: str) -> LoggerSpec:
+        return self.get("logger", name)  # type: ignore[return-value]
+
     def names(self, kind: Kind) -> list[str]:
         return sorted(n for n in self.specs[kind] if (kind, n) not in self.conflicts)
 
@@ -179,8 +254,11 @@ def _make_register(registry: Registry, dist: Distribution, kind: Kind) -> Callab
         if not isinstance(spec, expected):
             raise PluginError(f"{HOOKS[kind]} must register {expected.__name__} objects, got {type(spec).__name__}")
         key = (kind, spec.name)
-        if key in registry.owners and registry.owners[key] != dist.name:
-            registry.conflicts.setdefault(key, [registry.owners[key]])
+        owner = registry.owners.get(key)
+        if owner == dist.name:
+            raise PluginError(f"{kind} {spec.name!r} is registered twice by this distribution; the second is refused")
+        if owner is not None:
+            registry.conflicts.setdefault(key, [owner])
             registry.conflicts[key].append(dist.name)
             return
         registry.owners[key] = dist.name
@@ -190,32 +268,56 @@ def _make_register(registry: Registry, dist: Distribution, kind: Kind) -> Callab
     return register
 
 
+def _register_module(manager: pluggy.PluginManager, ep: md.EntryPoint, plugin_name: str) -> str | None:
+    """Load and register one entry point's module; why it cannot be used, or None."""
+    try:
+        module = ep.load()
+    except Exception as exc:  # noqa: BLE001  (any failure in third-party code marks it broken)
+        return f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+    try:
+        manager.register(module, name=plugin_name)
+        manager.check_pending()  # hookimpls without a hookspec: misspelled hook names
+    except pluggy.PluginValidationError as exc:
+        if manager.is_registered(module):
+            manager.unregister(module)
+        return f"{ep.value}: {exc}"
+    except ValueError as exc:  # the same module under two entry points
+        return f"{ep.value}: {exc}"
+    if not manager.get_hookcallers(module):
+        unmarked = sorted(n for n in HOOKS.values() if callable(getattr(module, n, None)))
+        hint = f" ({', '.join(unmarked)} lacks @hydradgl.hookimpl)" if unmarked else ""
+        manager.unregister(module)
+        return f"{ep.value} implements no hydradgl hook{hint}"
+    return None
+
+
 def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Registry:
-    """Import every plugin module of the ``hydradgl`` group and collect what each registers."""
+    """Register every plugin module of the ``hydradgl`` group with pluggy and collect what each registers."""
     if entry_points is None:
         entry_points = md.entry_points(group=ENTRY_POINT_GROUP)
     manager = pluggy.PluginManager(ENTRY_POINT_GROUP)
     manager.add_hookspecs(hookspecs)
     registry = Registry()
+    dist_of: dict[str, Distribution] = {}
     for ep in sorted(entry_points, key=lambda e: e.name):
         dist_name, dist_version = _distribution_of(ep)
         dist = registry.distributions.setdefault(
             dist_name, Distribution(dist_name, dist_version, builtin=dist_name == BUILTIN_DISTRIBUTION)
         )
-        try:
-            module = ep.load()
-            manager.register(module, name=f"{dist_name}:{ep.name}")
-        except Exception as exc:  # noqa: BLE001  (any failure in third-party code marks it broken)
-            dist.errors.append(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}")
-            continue
-        for kind in KINDS:
-            hook = getattr(module, HOOKS[kind], None)
-            if hook is None:
-                continue
-            try:
-                hook(register=_make_register(registry, dist, kind))
+        plugin_name = f"{dist_name}:{ep.name}"
+        error = _register_module(manager, ep, plugin_name)
+        if error:
+            dist.errors.append(error)
+        else:
+            dist_of[plugin_name] = dist
+    for kind in KINDS:
+        caller = getattr(manager.hook, HOOKS[kind])
+        for impl in sorted(caller.get_hookimpls(), key=lambda i: i.plugin_name):
+            dist = dist_of[impl.plugin_name]
+            try:  # one implementation at a time: a raising hook breaks only its own distribution
+                impl.function(register=_make_register(registry, dist, kind))
             except Exception as exc:  # noqa: BLE001
-                dist.errors.append(f"{HOOKS[kind]} in {ep.value} raised {type(exc).__name__}: {exc}")
+                dist.errors.append(f"{HOOKS[kind]} of {impl.plugin_name} raised {type(exc).__name__}: {exc}")
     return registry
 
 

@@ -26,7 +26,7 @@ def test_list_plugins_table_and_json():
     data = json.loads(run("list-plugins", "--json").output)
     builtin = next(d for d in data["distributions"] if d["name"] == "hydradgl")
     assert builtin["builtin"] and builtin["status"] == "ok"
-    assert {"pna", "sage", "cgcnn"} <= set(builtin["provides"]["conv"])
+    assert {"pna", "sage", "cgcnn", "schnet", "egnn"} <= set(builtin["provides"]["conv"])
     assert {p["name"] for p in data["plugins"] if p["kind"] == "dataset"} >= {"fept", "lsms", "extxyz"}
 
 
@@ -97,6 +97,15 @@ def test_data_prepare_with_workers_builds_the_cache_folder(tmp_path):
     assert run("data", "prepare", "--config", SMOKE, "--workers", "0").exit_code != 0
 
 
+def test_data_commands_offer_only_data_flags():
+    for command in ("prepare", "info"):
+        text = run("data", command, "--help").output
+        assert "--heads" in text and "--set" in text and "--dataset" in text
+        for flag in ("--epochs", "--lr", "--conv", "--batch-size", "--device", "--output"):
+            assert flag not in text, (command, flag)
+    assert "--epochs" in run("train", "--help").output
+
+
 def test_model_summary_counts_parameters():
     from hydradgl.data.pipeline import prepare_data
     from hydradgl.configio import load_config
@@ -139,3 +148,17 @@ def test_error_text_with_brackets_is_not_taken_as_markup():
     assert result.exit_code == 1 and "heads[0].alpah: unknown key; did you mean 'alpha'?" in result.stderr
     result = run("config", "show", "--dataset", "fe[pt]")
     assert result.exit_code == 1 and "unknown dataset plugin 'fe[pt]'" in result.stderr
+
+
+def test_data_info_says_which_readout_fits_each_graph_target(tmp_path):
+    options = '{"per_composition": 1, "supercell": [1, 1, 2]}'
+    info = run("data", "info", "--set", "dataset.name=emt-alloy", "--set", f"dataset.options={options}",
+               "--set", "graph.periodic=true", "--set", "graph.radius=4.0")
+    assert info.exit_code == 0, info.output
+    rows = {line.split("│")[1].strip(): line for line in info.output.splitlines() if line.startswith("│")}
+    assert "sum" in rows["energy"] and "mean" not in rows["energy"]  # total energy: extensive
+    assert "mean" in next(v for k, v in rows.items() if k.startswith("mixing"))  # eV/atom: intensive
+    assert "readout: the graph-head pooling" in info.output
+    fept = run("data", "info", "--config", SMOKE)
+    rows = {line.split("│")[1].strip(): line for line in fept.output.splitlines() if line.startswith("│")}
+    assert "sum" in rows["H"] and "sum" not in rows["M"]  # H: mixing enthalpy of the whole cell; M: node level

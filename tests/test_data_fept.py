@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +30,10 @@ def test_sampling_unique_and_capped():
     assert [o.tobytes() for o in sample_occupations(10, 0)] == [o.tobytes() for o in occ]  # deterministic
 
 
-def test_full_size_matches_paper_scale():
-    total = sum(min(1000, math.comb(32, n)) for n in range(33))
-    assert 28_000 <= total <= 28_100  # the paper has 28,033
+def test_full_size_sampling_matches_paper_scale():
+    occ = sample_occupations(1000, seed=0)
+    assert len(occ) == 28_058  # the paper has 28,033 (its sampling is not published)
+    assert len({o.tobytes() for o in occ}) == len(occ)
 
 
 def test_toy_model_charge_conserved_and_moments_physical():
@@ -70,14 +73,30 @@ def test_generated_files_give_documented_mixing_enthalpy(tmp_path):
     assert "generated now" not in again.log[0] and again.fingerprint == raw.fingerprint
 
 
-def test_generation_race_keeps_the_first_folder(tmp_path):
-    """Two processes (DDP ranks) generating at once: the loser discards its copy instead of failing."""
+def test_generation_race_keeps_the_first_folder(tmp_path, monkeypatch):
+    """Two processes (DDP ranks) generating at once: the other finishes between our writing and our
+    rename, so our rename fails; we discard our copy and keep theirs instead of failing."""
+    from hydradgl_plugins.datasets import fept
     from hydradgl_plugins.datasets.fept import FePtOptions, generate
 
     options = FePtOptions(max_per_composition=1)
     folder = tmp_path / "raw" / "fept-x"
+    real_replace = os.replace
+
+    def other_rank_wins(src, dst):
+        Path(dst).mkdir()
+        (Path(dst) / "theirs.lsms").write_text("x")
+        real_replace(src, dst)  # fails: the destination is a non-empty folder now
+
+    monkeypatch.setattr(fept.os, "replace", other_rank_wins)
     generate(options, folder)
-    before = sorted(p.name for p in folder.iterdir())
-    generate(options, folder)
-    assert sorted(p.name for p in folder.iterdir()) == before
+    assert [p.name for p in folder.iterdir()] == ["theirs.lsms"]
     assert [p.name for p in folder.parent.iterdir()] == ["fept-x"]  # no temp folder left behind
+
+    def disk_error(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fept.os, "replace", disk_error)
+    with pytest.raises(OSError, match="No space"):  # no other rank finished: a real error is not hidden
+        generate(options, tmp_path / "raw" / "fept-y")
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["fept-x"]

@@ -88,11 +88,11 @@ def test_skip_bad_files_reports_them(tmp_path):
         load_lsms(LSMSOptions(path=tmp_path), DatasetContext(cache_dir=tmp_path))
     raw = load_lsms(LSMSOptions(path=tmp_path), DatasetContext(cache_dir=tmp_path, skip_bad_files=True))
     assert len(raw.structures) == 1 and len(raw.skipped) == 1 and "broken.lsms:2" in raw.skipped[0]
-    assert "skipped 1 bad file(s)" in raw.log
+    assert any("1 file(s) skipped; most common reason (1 of them): expected a number, got 'x'" in n for n in raw.log)
 
 
 def test_nan_target_in_pipeline_is_refused(tmp_path):
-    from hydradgl.data.pipeline import check_finite
+    from hydradgl.data.packing import check_finite
     from hydradgl.data.records import RawDataset, Structure
 
     s = Structure(numbers=np.array([26]), positions=np.zeros((1, 3)), targets={"M": np.array([[np.nan]])},
@@ -128,3 +128,52 @@ def test_column_mapping_and_extra_inputs(tmp_path):
     assert raw.node_inputs == {"spin": 1} and raw.targets["X"].unit == "u"
     with pytest.raises(DataError, match=r"a.lsms: dataset.options.moment_column = 9 but the file has 8 atom-line"):
         load_lsms(options.model_copy(update={"moment_column": 9}), DatasetContext(cache_dir=tmp_path))
+
+
+def test_comment_lines_mentioning_atoms_are_comments(tmp_path):
+    """Only ``# atoms: N`` (a number) declares the count; ``# atoms listed below`` is a plain comment."""
+    (tmp_path / "a.lsms").write_text("# atoms listed below\n-1\n26 0 0 0 0 26 2\n78 1 2 0 0 78 0\n")
+    assert read_lsms(tmp_path / "a.lsms")[1].shape == (2, 7)
+    (tmp_path / "b.lsms").write_text("# atoms 3\n-1\n26 0 0 0 0 26 2\n78 1 2 0 0 78 0\n")
+    with pytest.raises(DataError, match="b.lsms:1: header declares 3 atoms, found 2"):
+        read_lsms(tmp_path / "b.lsms")
+
+
+def test_type_indices_map_to_species_in_order(tmp_path):
+    (tmp_path / "t.lsms").write_text("-1\n0 0 0 0 0 26.1 2\n1 1 2 0 0 77.8 0\n")
+    _, table = read_lsms(tmp_path / "t.lsms", species_by_type=[26, 78])
+    assert table[:, 0].tolist() == [26, 78]
+    raw = load_lsms(LSMSOptions(path=tmp_path, species_by_type=[26, 78], derived=["C"]),
+                    DatasetContext(cache_dir=tmp_path))
+    np.testing.assert_allclose(raw.structures[0].targets["C"][:, 0], [0.1, -0.2], atol=1e-9)
+    with pytest.raises(DataError, match=r"t.lsms:3: type index 1, expected 0..0"):
+        read_lsms(tmp_path / "t.lsms", species_by_type=[26])
+
+
+def test_reference_energies_only_when_h_is_requested(tmp_path):
+    write(tmp_path, "mix.lsms", -366.0, [26, 78, 26], [25.8, 78.4, 25.8], [2.5, 0.1, 2.4])
+    with pytest.raises(DataError, match="no reference energy for element"):
+        load_lsms(LSMSOptions(path=tmp_path), DatasetContext(cache_dir=tmp_path, targets=frozenset({"H", "C"})))
+    raw = load_lsms(LSMSOptions(path=tmp_path), DatasetContext(cache_dir=tmp_path, targets=frozenset({"C", "M"})))
+    assert set(raw.targets) == {"C", "M"} and "H" not in raw.structures[0].targets
+    assert any("H not derived" in note for note in raw.log)
+    given = load_lsms(LSMSOptions(path=tmp_path, reference_energies={26: -33.0, 78: -300.0}),
+                      DatasetContext(cache_dir=tmp_path, targets=frozenset({"C"})))
+    assert given.structures[0].targets["H"][0] == pytest.approx(-366.0 + 366.0)  # derived when it can be
+
+
+def test_units_and_derived_targets_are_options(tmp_path):
+    write(tmp_path, "fe.lsms", -100.0, [26, 26, 26], [26, 26, 26], [2.2, 2.2, 2.2])
+    raw = load_lsms(LSMSOptions(path=tmp_path, energy_unit="eV", moment_unit="muB", derived=["H", "M"]),
+                    DatasetContext(cache_dir=tmp_path))
+    assert set(raw.targets) == {"H", "M"} and raw.targets["H"].unit == "eV" and raw.targets["M"].unit == "muB"
+    assert raw.targets["H"].description.startswith("derived:") and any("(eV/atom)" in n for n in raw.log)
+
+
+def test_all_files_skipped_names_the_most_common_reason(tmp_path):
+    for i in range(3):
+        (tmp_path / f"t{i}.lsms").write_text("-1\n0 0 0 0 0 26 2\n1 1 2 0 0 78 0\n")
+    (tmp_path / "x.lsms").write_text("-1\n26 0 0 0 0 x 1\n")
+    with pytest.raises(DataError, match=r"4 file\(s\) skipped; most common reason \(3 of them\): unknown element, "
+                                        r"proton number 0"):
+        load_lsms(LSMSOptions(path=tmp_path), DatasetContext(cache_dir=tmp_path, skip_bad_files=True))

@@ -146,12 +146,13 @@ def test_shuffle_is_seeded_per_epoch(small_prepared):
 
 
 def test_unknown_species_in_prediction_is_named(tmp_path, small_prepared):
-    from hydradgl.data.pipeline import graphs_for_prediction
+    from hydradgl.data.prediction import graphs_for_prediction
     from hydradgl.errors import DataError
 
     (tmp_path / "cu.lsms").write_text("-1\n29 0 0 0 0 29 0\n26 1 2 0 0 26 2\n")
     with pytest.raises(DataError, match=r"cu.lsms: element Cu \(Z=29\) is not among"):
-        graphs_for_prediction([tmp_path / "cu.lsms"], small_prepared.info, small_config())
+        graphs_for_prediction([tmp_path / "cu.lsms"], small_prepared.info, small_config(**{"dataset.name": "lsms",
+                              "dataset.options": {"path": str(tmp_path)}}).dataset)
 
 
 def test_extxyz_dataset(tmp_path):
@@ -178,15 +179,19 @@ def test_extxyz_dataset(tmp_path):
 
 
 def test_prediction_lsms_files_get_the_dataset_lattice(tmp_path, small_prepared):
-    from hydradgl.data.pipeline import graphs_for_prediction
+    from hydradgl.config import GraphConfig
+    from hydradgl.data.prediction import graphs_for_prediction
     from hydradgl_plugins.datasets.fept import lattice
 
     pos, _ = lattice(2.76, 3.74)
     lines = ["-1.0"] + [f"{26 if i % 2 else 78} {i} {x} {y} {z} 26 2" for i, (x, y, z) in enumerate(pos)]
     (tmp_path / "new.lsms").write_text("\n".join(lines) + "\n")
-    flat = graphs_for_prediction([tmp_path / "new.lsms"], small_prepared.info, small_config(**{"graph.radius": 3.0}))
-    periodic = graphs_for_prediction([tmp_path / "new.lsms"], small_prepared.info,
-                                     small_config(**{"graph.periodic": True, "graph.radius": 3.0}))
+    info = small_prepared.info
+    dataset = small_config().dataset
+    flat = graphs_for_prediction([tmp_path / "new.lsms"], info.model_copy(update={"graph": GraphConfig(radius=3.0)}),
+                                 dataset)
+    periodic = graphs_for_prediction([tmp_path / "new.lsms"],
+                                     info.model_copy(update={"graph": GraphConfig(radius=3.0, periodic=True)}), dataset)
     assert len(flat) == 1 and flat.species.tolist() == [1 if i % 2 == 0 else 0 for i in range(32)]
     assert periodic.num_edges[0] == 32 * 12  # bulk BCT within 3 A: 8 + 4 neighbours for every atom
     assert flat.num_edges[0] < 32 * 12  # without images the slab's surface atoms lose neighbours
@@ -236,3 +241,67 @@ def test_periodic_graphs_without_a_lattice_are_refused(tmp_path):
                           "dataset.cache_dir": str(tmp_path / "cache"), "graph.periodic": True})
     with pytest.raises(DataError, match=r"pt.lsms: graph.periodic is set but this structure has no lattice"):
         load_dataset(cfg)
+
+
+def toy_registry(factory, fingerprint=None):
+    from hydradgl.plugins import DatasetSpec, Registry
+
+    registry = Registry()
+    registry.specs["dataset"]["toy"] = DatasetSpec(name="toy", description="test", factory=factory,
+                                                   fingerprint=fingerprint)
+    return registry
+
+
+def toy_raw(fingerprint="raw-v1", drop_target_from=()):
+    from hydradgl.data.records import RawDataset, Structure, TargetInfo
+
+    structures = [Structure(numbers=np.array([26, 78]), positions=np.array([[0, 0, 0], [2.0 + 0.1 * i, 0, 0]]),
+                            targets={} if i in drop_target_from else {"E": np.array([float(i)])}, source=f"toy#{i}")
+                  for i in range(6)]
+    return RawDataset(structures=structures, targets={"E": TargetInfo(level="graph")}, fingerprint=fingerprint)
+
+
+def test_plugin_without_fingerprint_reuses_the_cache_by_raw_fingerprint(tmp_path, monkeypatch):
+    from hydradgl.data import pipeline
+
+    calls = []
+    registry = toy_registry(lambda options, context: calls.append(1) or toy_raw())
+    cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path)})
+    first = load_dataset(cfg, registry)
+    assert any("written to cache" in n for n in first.log) and len(list((tmp_path / "processed").glob("*/manifest.json"))) == 1
+    packed = []
+    monkeypatch.setattr(pipeline, "pack_checked", lambda *a, **k: packed.append(1))  # must not be needed now
+    again = load_dataset(cfg, registry)
+    assert len(calls) == 2 and packed == []  # raw data read again (no cheap fingerprint), graphs not rebuilt
+    assert any("read from cache" in n and "no cheap fingerprint" in n for n in again.log)
+    np.testing.assert_array_equal(again.graphs.src, first.graphs.src)
+
+
+def test_plugin_without_any_fingerprint_writes_no_cache(tmp_path):
+    registry = toy_registry(lambda options, context: toy_raw(fingerprint=""))
+    cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path)})
+    loaded = load_dataset(cfg, registry)
+    assert any("not cached" in n for n in loaded.log) and not (tmp_path / "processed").exists()
+
+
+def test_structures_lacking_a_target_are_named_or_skipped_with_a_count(tmp_path):
+    from hydradgl.errors import DataError
+
+    registry = toy_registry(lambda options, context: toy_raw(drop_target_from=(1, 4)))
+    cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path)})
+    with pytest.raises(DataError, match=r"2 structure\(s\) lack target 'E': toy#1, toy#4; .*skip_incomplete"):
+        load_dataset(cfg, registry)
+    cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path),
+                          "dataset.skip_incomplete": True})
+    loaded = load_dataset(cfg, registry)
+    assert len(loaded.graphs) == 4 and loaded.graphs.graph_targets["E"][:, 0].tolist() == [0, 2, 3, 5]
+    assert any("skipped 2 structure(s) lacking a target (E: 2)" in n for n in loaded.log)
+
+
+def test_dataset_factory_is_told_which_targets_the_heads_need(tmp_path):
+    seen = []
+    registry = toy_registry(lambda options, context: seen.append(context.targets) or toy_raw(fingerprint=""))
+    cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path),
+                          "heads": [{"name": "energy", "target": "E"}]})
+    load_dataset(cfg, registry)
+    assert seen == [frozenset({"E"})]

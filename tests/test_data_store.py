@@ -38,7 +38,7 @@ def structures(n: int, seed: int = 0) -> list[Structure]:
 
 def build(tmp_path, items, workers=1, chunk_size=3, name="s"):
     cfg = load_config(None, {"graph.radius": 2.0})
-    pack_chunk = partial(pack_checked, targets=TARGETS, node_inputs={}, cfg=cfg)
+    pack_chunk = partial(pack_checked, targets=TARGETS, node_inputs={}, graph=cfg.graph)
     chunks = store.packed_chunks(items, pack_chunk, chunk_size=chunk_size, workers=workers)
     return store.build_store(tmp_path / name, chunks, TARGETS, {}, ["note"]), cfg
 
@@ -47,7 +47,7 @@ def build(tmp_path, items, workers=1, chunk_size=3, name="s"):
 def test_store_round_trip_equals_in_memory_pack(tmp_path, workers):
     items = structures(20)
     stored, cfg = build(tmp_path, (s for s in items), workers=workers)  # a generator, consumed once
-    whole = pack(items, TARGETS, {}, cfg)
+    whole = pack(items, TARGETS, {}, cfg.graph)
     g = stored.graphs
     assert isinstance(g.src, store.FileArray)  # read on demand, not loaded
     for name in ("numbers", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr"):
@@ -150,7 +150,7 @@ def test_loader_rank_reads_only_its_shard(tmp_path):
 
 def test_failed_build_leaves_nothing(tmp_path):
     def chunks():
-        yield pack(structures(3), TARGETS, {}, load_config(None, {"graph.radius": 2.0}))
+        yield pack(structures(3), TARGETS, {}, load_config(None, {"graph.radius": 2.0}).graph)
         raise DataError("mol3.xyz: broken")
 
     with pytest.raises(DataError, match="mol3.xyz"):
@@ -161,7 +161,7 @@ def test_failed_build_leaves_nothing(tmp_path):
 def test_chunk_missing_a_target_is_named(tmp_path):
     items = structures(4)
     del items[2].targets["q"]
-    with pytest.raises(DataError, match=r"mol2.xyz: no value for target\(s\) q"):
+    with pytest.raises(DataError, match=r"1 structure\(s\) lack target 'q': mol2.xyz"):
         build(tmp_path, items)
 
 

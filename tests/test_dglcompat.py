@@ -52,9 +52,22 @@ def test_dgl_core_message_passing_matches_hand_computation():
     assert batched.batch_size == 2 and batched.num_nodes() == 6
 
 
-def test_dgl_has_cuda_false_without_cuda():
-    if not torch.cuda.is_available():
-        assert dglcompat.dgl_has_cuda() is False
+class _FakeGraph:
+    def __init__(self, fails: bool):
+        self.fails = fails
+
+    def to(self, device):
+        if self.fails:
+            raise RuntimeError("Device API cuda is not enabled")
+        return self
+
+
+@pytest.mark.parametrize("torch_cuda,dgl_moves,expected", [(False, True, False), (True, False, False), (True, True, True)])
+def test_dgl_has_cuda_needs_both_torch_cuda_and_a_cuda_dgl(monkeypatch, torch_cuda, dgl_moves, expected):
+    """Checked with torch's and DGL's answers faked, so every branch runs on any machine."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_cuda)
+    monkeypatch.setattr(dglcompat.dgl, "graph", lambda *a, **k: _FakeGraph(fails=not dgl_moves))
+    assert dglcompat.dgl_has_cuda() is expected
 
 
 def test_nothing_else_imports_dgl_directly():

@@ -14,9 +14,10 @@ from hydradgl.model.kernels import MessageGraph
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss
+from hydradgl.plugins import get_registry
 from tests.conftest import small_config
 
-CONVS = ["pna", "sage", "cgcnn"]
+CONVS = get_registry().names("conv")  # every installed conv layer, built-in or not
 
 
 def model_for(conv, prepared, **overrides):
@@ -70,7 +71,7 @@ def test_graph_alone_equals_graph_in_batch(conv, small_prepared):
 def test_every_parameter_gets_a_gradient(conv, small_prepared):
     cfg, model = model_for(conv, small_prepared)
     batch = collate(small_prepared.train, np.arange(8))
-    total, _ = MultiTaskLoss(cfg.heads, model.head_levels)(model(batch), batch)
+    total, _ = MultiTaskLoss(model.head_descriptions)(model(batch), batch)
     total.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
@@ -94,7 +95,7 @@ def test_loss_weights_by_hand(small_prepared):
     model = build_model(cfg, small_prepared.info)
     batch = collate(small_prepared.train, np.arange(6))
     preds = model(batch)
-    total, parts = MultiTaskLoss(cfg.heads, model.head_levels)(preds, batch)
+    total, parts = MultiTaskLoss(model.head_descriptions)(preds, batch)
     mse_h = ((preds["H"] - batch.graph_targets["H"]) ** 2).mean()
     mae_c = (preds["C"] - batch.node_targets["C"]).abs().mean()
     torch.testing.assert_close(parts["H"], mse_h)
@@ -121,8 +122,30 @@ def test_head_errors_name_the_head(small_prepared):
         build_model(small_config(heads=[{"name": "H", "options": {"readout": "median"}}]), small_prepared.info)
 
 
-def test_model_moves_with_batch_to_device(small_prepared):
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (and a CUDA build of DGL)")
+def test_model_on_cuda_matches_cpu(small_prepared):
+    from hydradgl.dglcompat import dgl_has_cuda
+
+    if not dgl_has_cuda():
+        pytest.skip("DGL here is a CPU build")
     _, model = model_for("pna", small_prepared)
-    batch = collate(small_prepared.train, np.arange(3)).to("cpu")
-    assert model.to("cpu")(batch)["H"].device.type == "cpu"
-    assert model.convs[0].delta.device.type == "cpu"
+    batch = collate(small_prepared.train, np.arange(3))
+    expected = model.eval()(batch)
+    moved = model.to("cuda")(batch.to("cuda"))
+    assert model.convs[0].delta.device.type == "cuda"
+    for name, value in expected.items():
+        torch.testing.assert_close(moved[name].cpu(), value, atol=1e-4, rtol=1e-4)
+
+
+def test_graph_head_readout_follows_the_target_unless_set():
+    from types import SimpleNamespace
+
+    from hydradgl.plugins import HeadContext
+    from hydradgl_plugins.heads.graph import GraphHeadOptions, make_graph_head
+
+    def readout(options, target):
+        return make_graph_head(4, 1, [3], GraphHeadOptions(**options), HeadContext("relu", target)).readout
+
+    assert readout({}, None) == "mean"  # nothing known: mean, as before
+    assert readout({}, SimpleNamespace(readout="sum")) == "sum"  # an extensive target (total energy)
+    assert readout({"readout": "max"}, SimpleNamespace(readout="sum")) == "max"  # the config wins

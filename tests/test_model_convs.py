@@ -35,7 +35,7 @@ def incoming(graph, i):
     return graph.src[eids], eids
 
 
-def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
+def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.0):
     """Loops over nodes: messages M[h_j, h_i, e_ij], aggregate, scale by degree, U[h_i, aggregates]."""
     tower = conv.towers[0]
     parts = [tower.pre_src.weight, tower.pre_dst.weight] + ([tower.pre_edge.weight] if tower.pre_edge is not None else [])
@@ -51,7 +51,8 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
                 "std": torch.sqrt(torch.relu((m * m).mean(0) - m.mean(0) ** 2) + pna_module.STD_EPS)}
         a = torch.cat([aggs[k] for k in aggregators])
         d = len(nbrs)
-        scale = {"identity": 1.0, "amplification": math.log(d + 1) / delta, "attenuation": delta / math.log(d + 1)}
+        scale = {"identity": 1.0, "amplification": math.log(d + 1) / delta, "attenuation": delta / math.log(d + 1),
+                 "linear": d / mean_degree}
         rows.append(torch.cat([h[i], *(a * scale[s] for s in scalers)]))
     out = tower.post(torch.stack(rows))
     return conv.mixing(out) if conv.mixing is not None else out
@@ -61,6 +62,7 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta):
 @pytest.mark.parametrize("aggregators,scalers", [
     (["mean", "min", "max", "std"], ["identity", "amplification", "attenuation"]),
     (["sum", "max"], ["identity"]),
+    (["min", "max"], ["amplification"]),
 ])
 def test_pna_matches_reference(edges, aggregators, scalers):
     graph = random_graph()
@@ -71,6 +73,20 @@ def test_pna_matches_reference(edges, aggregators, scalers):
     e = torch.randn(graph.num_edges, 4, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
     torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pna_linear_scaler_divides_by_the_mean_training_degree():
+    """HydraGNN's ``linear`` scaler (PyG's DegreeScalerAggregation): aggregates times d / mean degree."""
+    graph = random_graph(seed=2)
+    hist = [0, 3, 5, 2, 1]  # mean in-degree (1*3 + 2*5 + 3*2 + 4*1) / 11 = 23 / 11
+    aggregators, scalers = ["mean", "max", "std"], ["identity", "linear"]
+    conv = make_pna(6, 5, PNAOptions(aggregators=aggregators, scalers=scalers),
+                    ConvContext(edge_dim=0, degree_histogram=hist, cutoff=7.0)).double()
+    h = torch.randn(graph.num_nodes(), 6, dtype=torch.float64)
+    expected = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 23 / 11)
+    torch.testing.assert_close(conv(graph, h), expected, atol=1e-5, rtol=1e-5)
+    wrong = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 2.0)
+    assert not torch.allclose(conv(graph, h), wrong, atol=1e-5)
 
 
 @pytest.mark.parametrize("edges", [False, True])
@@ -88,7 +104,7 @@ def test_pna_deeper_pre_and_post_transforms_match_reference(edges):
 
 def test_pna_undivided_input_feeds_every_tower_all_features():
     graph = random_graph()
-    conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False),
+    conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False, use_edge_features=False),
                     ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     out = conv(graph, h)
@@ -99,17 +115,29 @@ def test_pna_undivided_input_feeds_every_tower_all_features():
 
 def test_pna_towers_split_features():
     graph = random_graph()
-    conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False), ConvContext(0, [0, 1, 1], 7.0)).double()
+    conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False, use_edge_features=False), ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
     out = conv(graph, h)
     first = conv.towers[0](graph, h[:, :4], None, graph.in_degrees().double(), conv.delta)
     torch.testing.assert_close(out[:, :4], first)
 
 
-def test_pna_isolated_atom_is_finite():
+@pytest.mark.parametrize("edges", [False, True])
+def test_pna_isolated_atom_is_finite(edges):
     graph = MessageGraph.from_edges(torch.tensor([0]), torch.tensor([1]), 3)
-    conv = make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
-    assert torch.isfinite(conv(graph, torch.randn(3, 4))).all()
+    conv = make_pna(4, 4, PNAOptions(use_edge_features=edges), ConvContext(2 if edges else 0, [1, 2], 7.0))
+    h = torch.randn(3, 4, requires_grad=True)
+    out = conv(graph, h, torch.randn(1, 2))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(h.grad).all()
+
+
+def test_pna_edge_features_on_by_default_and_refused_without_them():
+    from hydradgl.errors import ConfigError
+
+    assert PNAOptions().use_edge_features
+    with pytest.raises(ConfigError, match=r"model.conv_options.use_edge_features is true but model.edge_features is 'none'"):
+        make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
 
 
 def test_pna_matches_dgl_pnaconv(monkeypatch):
@@ -121,7 +149,8 @@ def test_pna_matches_dgl_pnaconv(monkeypatch):
     ref = dgl.nn.PNAConv(6, 6, aggs, scalers, delta, residual=False).double().eval()
     tower_ref = ref.towers[0]
     tower_ref.batchnorm = torch.nn.Identity()
-    ours = make_pna(6, 6, PNAOptions(aggregators=aggs, scalers=scalers), ConvContext(0, hist, 7.0)).double()
+    ours = make_pna(6, 6, PNAOptions(aggregators=aggs, scalers=scalers, use_edge_features=False),
+                    ConvContext(0, hist, 7.0)).double()
     t = ours.towers[0]
     with torch.no_grad():
         t.pre_src.weight.copy_(tower_ref.M.weight[:, :6])
@@ -176,7 +205,7 @@ def test_pna_bad_options_are_named():
     from hydradgl.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"model.conv_options.towers = 3 must divide the layer widths \(20, 20\)"):
-        make_pna(20, 20, PNAOptions(towers=3), ConvContext(0, None, 7.0))
+        make_pna(20, 20, PNAOptions(towers=3, use_edge_features=False), ConvContext(0, None, 7.0))
     with pytest.raises(ValidationError, match="aggregators has repeated entries"):
         PNAOptions(aggregators=["mean", "mean"])
     with pytest.raises(ValidationError, match="pre_layers"):

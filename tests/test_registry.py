@@ -94,6 +94,53 @@ def test_unknown_name_suggests_closest(registry):
 def test_builtins_come_through_entry_points(registry):
     builtin = registry.distributions["hydradgl"]
     assert builtin.builtin and not builtin.broken
-    assert sorted(builtin.provides["conv"]) == ["cgcnn", "pna", "sage"]
-    assert sorted(builtin.provides["dataset"]) == ["extxyz", "fept", "lsms"]
+    from importlib.metadata import distribution
+
+    entry_points = {ep.name for ep in distribution("hydradgl").entry_points if ep.group == "hydradgl"}
+    provided = {name for names in builtin.provides.values() for name in names}
+    assert provided == entry_points  # each built-in module registers the plugin its entry point is named after
     assert registry.head("graph-head").level == "graph" and registry.head("node-head").level == "node"
+
+
+def test_misspelled_hook_marks_its_distribution_broken():
+    @hookimpl
+    def register_conv(register):  # the hook is register_convs
+        register(ConvSpec(name="typo", description="never registered", factory=lambda *a: None))
+
+    mod = plugin_module("hd_test_typo", {"register_conv": register_conv})
+    ok = conv_plugin("hd_test_typo_ok", "fine2")
+    reg = load_registry([entry_point("typo", mod, "pkg-typo"), entry_point("ok", ok, "pkg-ok")])
+    dist = reg.distributions["pkg-typo"]
+    assert dist.broken and "register_conv" in dist.errors[0] and not any(dist.provides.values())
+    assert reg.conv("fine2") and not reg.distributions["pkg-ok"].broken
+
+
+def test_hook_without_hookimpl_marker_is_reported():
+    def register_convs(register):  # no @hookimpl: pluggy does not see it
+        register(ConvSpec(name="unmarked", description="x", factory=lambda *a: None))
+
+    mod = plugin_module("hd_test_unmarked", {"register_convs": register_convs})
+    reg = load_registry([entry_point("u", mod, "pkg-unmarked")])
+    assert "register_convs lacks @hydradgl.hookimpl" in reg.distributions["pkg-unmarked"].errors[0]
+    assert "unmarked" not in reg.names("conv")
+
+
+def test_name_registered_twice_by_one_distribution_is_refused():
+    @hookimpl
+    def register_convs(register):
+        register(ConvSpec(name="twice", description="first", factory=lambda *a: None))
+        register(ConvSpec(name="twice", description="second", factory=lambda *a: None))
+
+    mod = plugin_module("hd_test_twice", {"register_convs": register_convs})
+    reg = load_registry([entry_point("t", mod, "pkg-twice")])
+    dist = reg.distributions["pkg-twice"]
+    assert dist.provides["conv"] == ["twice"] and reg.conv("twice").description == "first"
+    assert dist.broken and "registered twice" in dist.errors[0]
+
+
+def test_builtin_specs_declare_prediction_readers_and_edge_use(registry):
+    for name in registry.names("dataset"):
+        assert registry.dataset(name).read_structures is not None, name  # every built-in reader can predict
+    sage, pna = registry.conv("sage"), registry.conv("pna")
+    assert sage.reads_edges(sage.options()) is False
+    assert pna.reads_edges(pna.options(use_edge_features=True)) and not pna.reads_edges(pna.options())

@@ -14,7 +14,7 @@ from hydradgl.data.pipeline import prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.train import checkpoint as ckpt
 from hydradgl.train.run import train_run
-from hydradgl.train.saved import evaluate_run, load_run, predict
+from hydradgl.train.saved import evaluate_run, load_run
 from tests.conftest import small_config
 
 LEARN = {"dataset.options": {"max_per_composition": 12}, "training.batch_size": 32, "model.hidden": 20,
@@ -105,7 +105,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(TrainingError, match=r"last.pt: cannot write checkpoint \(disk full\); the previous last.pt is"):
         ckpt.save_checkpoint(path, {"epoch": 2})
     assert ckpt.load_checkpoint(path)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
@@ -141,18 +141,20 @@ def test_predict_matches_evaluate_in_physical_units(trained):
 
     from hydradgl_plugins.datasets.lsms import read_lsms
 
-    structures, atoms = predict(run, [Path(s) for s in data.test.sources])
+    import hydradgl
+
+    predicted = hydradgl.load(result.run_dir).predict([Path(s) for s in data.test.sources])
+    structures, atoms = predicted.structures, predicted.atoms
     truth_m = np.concatenate([read_lsms(Path(s))[1][:, 6] for s in data.test.sources])
     truth_c = np.concatenate([(lambda t: t[:, 5] - t[:, 0])(read_lsms(Path(s))[1]) for s in data.test.sources])
-    pred_m = np.array([a["M"] for a in atoms])
-    pred_c = np.array([a["C"] for a in atoms])
+    pred_m, pred_c = atoms["M"].to_numpy(), atoms["C"].to_numpy()
     assert math.sqrt(np.mean((pred_m - truth_m) ** 2)) == pytest.approx(metrics["M"]["rmse_phys"], rel=1e-3)
     assert math.sqrt(np.mean((pred_c - truth_c) ** 2)) == pytest.approx(metrics["C"]["rmse_phys"], rel=1e-3)
     norm = Normalizer.from_info(run.info)
     truth_h = data.test.graph_targets["H"][:, 0] * norm.span["H"][0] + norm.lo["H"][0]
-    pred_h = np.array([s["H"] for s in structures])
+    pred_h = structures["H"].to_numpy()
     assert math.sqrt(np.mean((pred_h - truth_h) ** 2)) == pytest.approx(metrics["H"]["rmse_phys"], rel=1e-3)
-    assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms[0])
+    assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms.columns)
 
 
 def test_run_saves_its_split_and_evaluate_reuses_it(trained, tmp_path):
@@ -200,6 +202,7 @@ def test_cli_predict_writes_both_csvs(trained, tmp_path):
     saved = json.loads((result.run_dir / "test_metrics.json").read_text())["heads"]
     for head in ("H", "C", "M"):
         assert metrics[head]["rmse_phys"] == pytest.approx(saved[head]["rmse_phys"], rel=1e-6)
+        assert (metrics[head]["unit"], metrics[head]["level"]) == (saved[head]["unit"], saved[head]["level"])
 
 
 def test_experiment_writes_table(tmp_path, small_prepared):
@@ -239,3 +242,19 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, small_prepared, monkeypatch):
     assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 3
     refused = CliRunner().invoke(main, ["train", "--resume", str(cfg.output_dir), "--conv", "sage"])
     assert refused.exit_code == 1 and "can only change training.epochs" in refused.output
+
+
+def test_torch_kernels_train_like_dgl_and_are_reported(tmp_path, small_prepared):
+    import io
+
+    from rich.console import Console
+
+    runs = {}
+    for path in ("dgl", "torch"):
+        cfg = small_config(tmp_path / path, **{"training.kernels": path, "training.epochs": 1})
+        buffer = io.StringIO()
+        runs[path] = train_run(cfg, data=small_prepared, console=Console(file=buffer, width=300), plots_enabled=False)
+        assert f"on cpu, {path} kernels" in buffer.getvalue()
+        assert f"kernels: {path} on cpu (training.kernels: {path}" in (cfg.output_dir / "run.log").read_text()
+    for key in ("train_loss", "val_loss"):
+        assert runs["torch"].history[0][key] == pytest.approx(runs["dgl"].history[0][key], rel=1e-4)

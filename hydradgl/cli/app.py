@@ -22,4 +22,4 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 # Command modules attach their commands to `main` when imported.
-from hydradgl.cli import config_cmd, data_cmd, model_cmd, plugins_cmd, train_cmd  # noqa: E402,F401
+from hydradgl.cli import config_cmd, data_cmd, model_cmd, plugins_cmd, train_cmd, tune_cmd  # noqa: E402,F401

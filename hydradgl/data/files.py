@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -29,9 +31,13 @@ class TargetSource(BaseModel):
     level: Literal["graph", "node"]
     unit: str = ""
     description: str = ""
+    extensive: bool | None = Field(
+        None, description="Graph targets: true if the value grows with the atom count (total energy: sum "
+        "readout), false if not (per-atom values: mean readout); shown by `hydradgl data info`.")
 
     def info(self, dim: int = 1) -> TargetInfo:
-        return TargetInfo(level=self.level, dim=dim, unit=self.unit, description=self.description)
+        return TargetInfo(level=self.level, dim=dim, unit=self.unit, description=self.description,
+                          extensive=self.extensive)
 
 
 def list_files(path: Path, pattern: str) -> list[Path]:
@@ -41,7 +47,12 @@ def list_files(path: Path, pattern: str) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise DataError(f"{root}: no such file or folder (dataset.options.path)")
-    files = sorted(p for p in root.glob(pattern) if p.is_file())
+    matches = sorted(root.glob(pattern))
+    dangling = next((p for p in matches if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        raise DataError(f"{dangling}: symbolic link to a missing file ({os.readlink(dangling)}); "
+                        "remove it or restore its target")
+    files = [p for p in matches if p.is_file()]
     if not files:
         raise DataError(f"{root}: no files match {pattern!r}")
     return files
@@ -55,3 +66,15 @@ def fingerprint_files(options: BaseModel, files: list[Path], skip_bad_files: boo
         digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     digest.update(f"skip={skip_bad_files}".encode())
     return digest.hexdigest()
+
+
+def skip_summary(skipped: list[str]) -> str:
+    """``"2500 file(s) skipped; most common reason (2500): ..."`` from the skipped files' error messages
+    (each ``path[:line]: reason``), so a format mismatch is not hidden behind a count."""
+    if not skipped:
+        return "0 files skipped"
+    reasons = Counter(message.split(": ", 1)[-1] for message in skipped)
+    reason, count = reasons.most_common(1)[0]
+    example = next(m for m in skipped if m.endswith(reason))
+    return (f"{len(skipped)} file(s) skipped; most common reason ({count} of them): {reason} "
+            f"(e.g. {example.split(': ', 1)[0]})")

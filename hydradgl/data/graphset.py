@@ -130,6 +130,19 @@ class GraphView:
     def compositions(self) -> list[str]:
         return [self.base.compositions[i] for i in self.rows]
 
+    def _nodes(self) -> np.ndarray:
+        return gather_ranges(self.base.node_ptr, self.rows)[0]
+
+    @property
+    def numbers(self) -> np.ndarray:
+        """(N,) proton numbers of these graphs' atoms, in order (a copy)."""
+        return np.asarray(self.base.numbers[self._nodes()])
+
+    @property
+    def species(self) -> np.ndarray:
+        """(N,) species index of these graphs' atoms, in order (needs the base's ``species_lookup``)."""
+        return self.base.species_of(self._nodes())
+
     @property
     def sources(self) -> list[str]:
         return [self.base.sources[i] for i in self.rows]
@@ -141,8 +154,7 @@ class GraphView:
 
     @property
     def node_targets(self) -> dict[str, np.ndarray]:
-        nodes, _ = gather_ranges(self.base.node_ptr, self.rows)
-        return self._targets(self.base.node_targets, nodes)
+        return self._targets(self.base.node_targets, self._nodes())
 
     def _targets(self, arrays: dict[str, np.ndarray], where: np.ndarray) -> dict[str, np.ndarray]:
         return {k: self.scale(k, np.asarray(v[where])) for k, v in arrays.items()}

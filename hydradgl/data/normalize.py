@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.records import DatasetInfo
 
 
@@ -35,3 +36,23 @@ class Normalizer:
 
     def normalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
         return ((values - self.lo[name]) / self.span[name]).astype(np.float32)
+
+    def denormalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
+        return values * self.span[name] + self.lo[name]
+
+    def apply(self, graphs: GraphSet | GraphView) -> GraphSet | GraphView:
+        """``graphs`` with normalized targets: a view gets this normalizer (targets normalized when
+        read); an in-memory GraphSet becomes a normalized copy."""
+        if isinstance(graphs, GraphView):
+            return graphs.with_normalizer(self)
+        return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},
+                                   {k: self.normalize_array(k, v) for k, v in graphs.node_targets.items()})
+
+    def restore(self, graphs: GraphSet | GraphView) -> GraphSet:
+        """An in-memory copy of normalized ``graphs`` with targets back in physical units (the inverse of
+        ``apply``; a view's physical targets are read from its base, not denormalized)."""
+        if isinstance(graphs, GraphView):
+            return graphs.with_normalizer(None).materialize()
+        back = lambda k, v: v.astype(np.float64) * self.span[k] + self.lo[k]  # noqa: E731
+        return graphs.with_targets({k: back(k, v) for k, v in graphs.graph_targets.items()},
+                                   {k: back(k, v) for k, v in graphs.node_targets.items()})

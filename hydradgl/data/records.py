@@ -8,11 +8,17 @@ from typing import Iterable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hydradgl.config import GraphConfig
+
 Level = Literal["graph", "node"]
 
 
 class TargetInfo(BaseModel):
-    """One predictable property of a dataset (e.g. ``H``: mixing enthalpy, graph level, Ry)."""
+    """One predictable property of a dataset (e.g. ``H``: mixing enthalpy, graph level, Ry).
+
+    ``extensive`` (graph targets): True when the value grows with the number of atoms (total energy:
+    a sum readout fits), False when it does not (energy per atom: a mean readout fits), None if unknown.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,6 +26,14 @@ class TargetInfo(BaseModel):
     dim: int = 1
     unit: str = ""
     description: str = ""
+    extensive: bool | None = None
+
+    @property
+    def readout(self) -> str | None:
+        """The graph-head readout that fits this target (``sum``/``mean``), None when unknown or node level."""
+        if self.level != "graph" or self.extensive is None:
+            return None
+        return "sum" if self.extensive else "mean"
 
 
 @dataclass
@@ -65,11 +79,12 @@ class RawDataset:
 
 
 class DatasetInfo(BaseModel):
-    """What a model needs to know about its data; saved with every checkpoint.
+    """What a model needs to know about its data (its data contract); saved with every checkpoint.
 
-    ``species`` lists the proton numbers present (``Batch.species`` indexes into it);
+    evaluate and predict use these, never the settings of the data they are given: ``species`` lists the proton numbers present (``Batch.species`` indexes into it);
     ``target_min``/``target_max`` are the min-max normalization statistics fitted on the training split,
-    per target and component; ``degree_histogram[k]`` counts training nodes with in-degree k.
+    per target and component; ``degree_histogram[k]`` counts training nodes with in-degree k; ``graph`` holds the graph settings (radius, periodic images, neighbour cap) the model was
+    trained with (None only in checkpoints written before it existed: the run's config has them).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -81,3 +96,4 @@ class DatasetInfo(BaseModel):
     target_max: dict[str, list[float]] = {}
     degree_histogram: list[int] = []
     cutoff: float = 7.0
+    graph: GraphConfig | None = None

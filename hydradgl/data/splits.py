@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from hydradgl.errors import DataError
+
 
 def random_split(n: int, fractions: tuple[float, float, float], seed: int) -> tuple[np.ndarray, ...]:
     perm = np.random.default_rng(seed).permutation(n)
@@ -51,3 +53,22 @@ def stratified_split(labels: Sequence[str], fractions: tuple[float, float, float
         parts[1].append(members[n_train:n_train + n_val])
         parts[2].append(members[n_train + n_val:])
     return tuple(np.sort(np.concatenate([np.zeros(0, np.int64), *p]).astype(np.int64)) for p in parts)
+
+
+def check_split_sizes(fractions: tuple[float, float, float], counts: tuple[int, int, int]) -> list[str]:
+    """Refuse splits that would give numbers about nothing; the notes to log for an intended empty test split.
+
+    Training needs validation structures (best.pt and early stopping follow the validation loss) and,
+    unless ``split.fractions[2]`` is 0, test structures: a metric over zero structures is not a score.
+    """
+    n_train, n_val, n_test = counts
+    said = f"split.fractions {list(fractions)} gives {n_train} train, {n_val} val, {n_test} test structures"
+    if n_val == 0:
+        raise DataError(f"{said}: training needs validation structures (best.pt, early stopping); "
+                        "use more data or raise split.fractions[1]")
+    if n_test == 0 and fractions[2] > 0:
+        raise DataError(f"{said}: the test split is empty, so test metrics would describe nothing; use more data, "
+                        "raise split.fractions[2], or set it to 0 to train without a test split")
+    if n_test == 0:
+        return ["no test split (split.fractions[2] = 0): no test metrics, test_metrics.json or parity plots"]
+    return []

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from hydradgl.atomic import remove_stale_temporaries, temp_prefix
 from hydradgl.data.graphset import GraphSet, gather_ranges
 from hydradgl.data.records import TargetInfo
 
@@ -236,7 +237,9 @@ class StoreWriter:
 
     def __init__(self, folder: Path, targets: dict[str, TargetInfo], node_inputs: dict[str, int]):
         self.folder, self.targets, self.node_inputs = Path(folder), targets, node_inputs
-        self.tmp = self.folder.parent / f".{self.folder.name}.tmp-{os.getpid()}"
+        # named like hydradgl/atomic.py's temporaries, so a killed build's folder is removed as stale later
+        self.tmp = self.folder.parent / f".{temp_prefix(self.folder)}build.tmp"
+        remove_stale_temporaries(self.folder.parent)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         width = sum(node_inputs.values())

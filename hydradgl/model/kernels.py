@@ -51,11 +51,17 @@ class MessageGraph:
     def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, num_nodes: int,
                    batch_num_nodes: torch.Tensor | None = None, batch_num_edges: torch.Tensor | None = None,
                    backend: Backend = "dgl") -> "MessageGraph":
-        """A graph from its edge lists; without per-graph counts it is one graph."""
+        """A graph from its edge lists (any integer dtype; kept as long on ``src``'s device); without
+        per-graph counts it is one graph. Edges of graph b must follow those of graph b - 1."""
+        if (batch_num_nodes is None) != (batch_num_edges is None):
+            raise ValueError("give both batch_num_nodes and batch_num_edges, or neither (one graph)")
+        device = src.device
         if batch_num_nodes is None:
-            batch_num_nodes = torch.tensor([num_nodes], device=src.device)
-            batch_num_edges = torch.tensor([src.shape[0]], device=src.device)
-        return cls(src, dst, int(num_nodes), batch_num_nodes, batch_num_edges, backend)
+            batch_num_nodes = torch.tensor([num_nodes], device=device)
+            batch_num_edges = torch.tensor([src.shape[0]], device=device)
+        as_index = lambda t: t.to(device=device, dtype=torch.long)  # noqa: E731
+        return cls(as_index(src), as_index(dst), int(num_nodes), as_index(batch_num_nodes),
+                   as_index(batch_num_edges), backend)
 
     # -- structure -------------------------------------------------------------------------------
     @property
@@ -88,8 +94,9 @@ class MessageGraph:
         return self._cache[key]
 
     def in_degrees(self) -> torch.Tensor:
-        """(N,) long: incoming edges per node."""
-        return self._cached("in_degrees", lambda: torch.bincount(self.dst, minlength=self.num_nodes))
+        """(N,) long: incoming edges per node (index_add_, unlike bincount, needs no device sync)."""
+        return self._cached("in_degrees", lambda: torch.zeros(self.num_nodes, dtype=torch.long, device=self.device)
+                            .index_add_(0, self.dst, torch.ones_like(self.dst)))
 
     def node_graph(self) -> torch.Tensor:
         """(N,) long: the graph each node belongs to."""
@@ -106,6 +113,12 @@ class MessageGraph:
             return graph
         return self._cached("dgl", make)
 
+    @property
+    def _dgl_edges(self) -> bool:
+        """Whether edge ops run on DGL: on the dgl path, with at least one edge (DGL's max/min backward
+        fails on an empty edge set; over no edges every reduction is 0 on either path anyway)."""
+        return self.backend == "dgl" and self.num_edges > 0
+
     # -- edge-wise -------------------------------------------------------------------------------
     def gather_src(self, x: torch.Tensor) -> torch.Tensor:
         """(E, F): each edge's source node features."""
@@ -117,34 +130,60 @@ class MessageGraph:
 
     def u_add_v(self, x_src: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
         """(E, F): ``x_src[src] + x_dst[dst]``."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return dgl.ops.u_add_v(self.dgl, x_src, x_dst)
         return self.gather_src(x_src) + self.gather_dst(x_dst)
 
     # -- edges to destination nodes -----------------------------------------------------------------
     def reduce(self, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over each node's incoming edge values ``e`` (E, F)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("copy_rhs", op, None, e)
-        return self._torch_reduce(e, op)
+        return self._torch_reduce(op, None, e)
 
     def copy_u(self, x: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of the source features ``x[src]`` (fused on ``dgl``)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("copy_lhs", op, x, None)
-        return self._torch_reduce(self.gather_src(x), op)
+        return self._torch_reduce(op, x, None)
 
     def u_add_e(self, x: torch.Tensor, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of ``x[src] + e``."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("add", op, x, e)
-        return self._torch_reduce(self.gather_src(x) + e, op)
+        return self._torch_reduce(op, x, e, torch.add)
 
     def u_mul_e(self, x: torch.Tensor, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of ``x[src] * e`` (``e`` may be (E, 1) to scale rows)."""
-        if self.backend == "dgl":
+        if self._dgl_edges:
             return self._dgl_spmm("mul", op, x, e)
-        return self._torch_reduce(self.gather_src(x) * e, op)
+        return self._torch_reduce(op, x, e, torch.mul)
+
+    def u_add_e_linear(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
+                       op: Literal["max", "min"] = "max") -> torch.Tensor:
+        """(N, F): ``op`` over incoming edges of ``x[src] + basis @ weight.T``, with ``basis`` (E, K) a
+        per-edge expansion shared by many layers and ``weight`` (F, K) a layer's projection of it.
+
+        Same value as ``u_add_e(x, basis @ weight.T, op)``, but the backward pass forms no per-edge
+        tensor: a max (min) picks one edge per output element, so the gradient of ``weight`` gathers
+        those edges' basis rows ((N, F, K) values) instead of scattering an (E, F) gradient and
+        multiplying it by the (E, K) basis.
+        """
+        return _UAddELinearExtremum.apply(self, x, basis, weight, op)
+
+    def _edge_winners(self, x: torch.Tensor, e: torch.Tensor, op: Reduce) -> tuple[torch.Tensor, torch.Tensor]:
+        """``op`` over incoming edges of ``x[src] + e`` and, per output element, the edge it came
+        from (the lowest edge id among ties; any id for a node without edges)."""
+        shape = (self.num_nodes, *e.shape[1:])
+        if self.num_edges == 0:  # over no edges the reduction is 0
+            return e.new_zeros(shape), torch.zeros(shape, dtype=torch.long, device=e.device)
+        if self._dgl_edges:
+            out, (_, arg_e) = dgl._sparse_ops._gspmm(self.dgl._graph, "add", op, x, e)
+            out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
+            return out, arg_e.long().clamp(min=0)
+        u = self.gather_src(x) + e
+        best, winner, found = _extremum(u, self.dst, self.num_nodes, op, self._row_ids(u))
+        return torch.where(found, u.gather(0, winner), best), winner
 
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
@@ -152,23 +191,49 @@ class MessageGraph:
             out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
         return out
 
-    def _torch_reduce(self, e: torch.Tensor, op: Reduce) -> torch.Tensor:
-        shape = (self.num_nodes, *e.shape[1:])
-        if op in ("sum", "mean"):
-            out = e.new_zeros(shape).index_add_(0, self.dst, e)
+    def _torch_reduce(self, op: Reduce, x: torch.Tensor | None, e: torch.Tensor | None, combine=None) -> torch.Tensor:
+        """``op`` over incoming edges of the message ``x[src]``, ``e`` or ``combine(x[src], e)``."""
+        def message(x, e):
+            if x is None:
+                return e
+            return self.gather_src(x) if e is None else combine(self.gather_src(x), e)
+
+        if op in ("sum", "mean") or self.num_edges == 0:  # over no edges every reduction is 0
+            m = message(x, e)
+            out = m.new_zeros((self.num_nodes, *m.shape[1:])).index_add_(0, self.dst, m)
             if op == "mean":
-                deg = self.in_degrees().clamp(min=1).to(e.dtype)
-                out = out / _rows(deg, e.dim())
+                out = out / _rows(self.in_degrees().clamp(min=1).to(m.dtype), m.dim())
             return out
-        return _extremum(e, self.dst, self.num_nodes, op)
+        with torch.no_grad():
+            values = message(x, e)
+        best, winner, found = _extremum(values, self.dst, self.num_nodes, op, self._row_ids(values))
+        # Recompute each winning message from the inputs (same float ops, so the same value): the
+        # gradient then reaches x at the winning edge's source and e at the winning edge, and no
+        # (E, F) tensor is needed in the backward pass.
+        shape = values.shape[1:]
+        x_won = None if x is None else x.expand(x.shape[0], *shape).gather(0, self.src[winner])
+        e_won = None if e is None else e.expand(e.shape[0], *shape).gather(0, winner)
+        won = e_won if x is None else x_won if e is None else combine(x_won, e_won)
+        return torch.where(found, won, best)
+
+    def _row_ids(self, values: torch.Tensor) -> torch.Tensor:
+        """Row ids shaped like ``values`` (contiguous, float: see :func:`_extremum`), cached per shape."""
+        n_rows = values.shape[0]
+        dtype = torch.float32 if n_rows < 2**24 else torch.float64
+
+        def make():
+            ids = torch.arange(n_rows, dtype=dtype, device=values.device)
+            return _rows(ids, values.dim()).repeat(1, *values.shape[1:])
+        return self._cached(("row_ids", tuple(values.shape)), make)
 
     # -- nodes to graphs -------------------------------------------------------------------------
     def readout(self, h: torch.Tensor, op: Literal["sum", "mean", "max"] = "sum") -> torch.Tensor:
         """(B, F): ``op`` over each graph's nodes (0 for a graph without nodes)."""
-        if self.backend == "dgl":
+        if self.backend == "dgl" and self.num_nodes > 0:  # DGL's mean over a batch without nodes is NaN
             return dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
-        if op == "max":
-            return _extremum(h, self.node_graph(), self.num_graphs, "max")
+        if op == "max" and self.num_nodes > 0:
+            best, winner, found = _extremum(h.detach(), self.node_graph(), self.num_graphs, "max", self._row_ids(h))
+            return torch.where(found, h.gather(0, winner), best)
         out = h.new_zeros((self.num_graphs, *h.shape[1:])).index_add_(0, self.node_graph(), h)
         if op == "mean":
             out = out / _rows(self.batch_num_nodes.clamp(min=1).to(h.dtype), h.dim())
@@ -184,17 +249,55 @@ def _rows(index: torch.Tensor, dim: int) -> torch.Tensor:
     return index.view(-1, *([1] * (dim - 1)))
 
 
-def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce) -> torch.Tensor:
-    """Max/min of the rows of ``values`` grouped by ``owner`` into ``n_out`` rows, routing the gradient
-    as DGL's kernels do: to the lowest tying row id; a group without rows gives 0."""
-    index = _rows(owner, values.dim()).expand_as(values)
+def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce,
+              row_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Max/min of the rows of ``values`` (R >= 1 rows, no autograd) grouped by ``owner`` into ``n_out``
+    rows: ``(best, winner, found)``, each shaped (n_out, F...). ``best`` is the extremum (0 for a group
+    without rows); ``winner`` the lowest row id that attains it, as in DGL's kernels, so that gathering
+    the winners routes the gradient like DGL does; ``found`` is False where no row attains it (empty
+    groups, and NaN extrema: callers keep ``best`` there rather than hide a NaN as 0).
+
+    ``row_ids`` (R, F...) holds each row's id as a float (exact below 2**24 in float32, 2**53 in
+    float64), contiguous: CPU scatter and where are several times slower on int64 and on expanded
+    (stride-0) operands.
+    """
     n_rows = values.shape[0]
+    out_shape = (n_out, *values.shape[1:])
+    index = _rows(owner, values.dim()).expand_as(values)
     with torch.no_grad():
-        best = values.new_zeros((n_out, *values.shape[1:])).scatter_reduce(
+        best = values.new_zeros(out_shape).scatter_reduce(
             0, index, values, "amax" if op == "max" else "amin", include_self=False)
-        row_ids = _rows(torch.arange(n_rows, device=values.device), values.dim()).expand_as(values)
         candidates = torch.where(values == best.gather(0, index), row_ids, n_rows)
-        winner = torch.full(best.shape, n_rows, dtype=torch.long, device=values.device).scatter_reduce(
-            0, index, candidates, "amin", include_self=True)
-    padded = torch.cat([values, values.new_zeros((1, *values.shape[1:]))])  # row n_rows: an empty group
-    return padded.gather(0, winner)
+        winner = torch.full(out_shape, n_rows, dtype=row_ids.dtype, device=values.device).scatter_reduce(
+            0, index, candidates, "amin", include_self=True).long()
+    found = winner < n_rows
+    return best, winner.clamp_(max=n_rows - 1), found
+
+
+class _UAddELinearExtremum(torch.autograd.Function):
+    """:meth:`MessageGraph.u_add_e_linear`: the per-edge term is formed in the forward pass only."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, x, basis, weight, op):
+        out, winner = graph._edge_winners(x, basis @ weight.T, op)
+        ctx.graph = graph
+        ctx.save_for_backward(basis, weight, winner)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        basis, weight, winner = ctx.saved_tensors
+        graph = ctx.graph
+        if graph.num_edges == 0:  # the output is the constant 0
+            return None, torch.zeros_like(grad), torch.zeros_like(basis), torch.zeros_like(weight), None
+        grad = grad * (graph.in_degrees() > 0).unsqueeze(-1).to(grad.dtype)  # nodes without edges: constant 0
+        grad_x = grad_basis = grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_x = grad.new_zeros(grad.shape).scatter_add_(0, graph.src[winner], grad)
+        if ctx.needs_input_grad[2]:
+            rows = (grad.unsqueeze(-1) * weight).reshape(-1, weight.shape[1])
+            grad_basis = basis.new_zeros(basis.shape).index_add_(0, winner.reshape(-1), rows)
+        if ctx.needs_input_grad[3]:
+            picked = basis.index_select(0, winner.reshape(-1)).view(*winner.shape, basis.shape[1])
+            grad_weight = torch.einsum("nf,nfk->fk", grad, picked)
+        return None, grad_x, grad_basis, grad_weight, None

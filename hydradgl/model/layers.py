@@ -1,9 +1,22 @@
-"""Small building blocks shared by the trunk and the heads: activations, MLPs, distance expansion."""
+"""Small building blocks shared by the trunk, the convs and the heads: activations, MLPs, distance expansion,
+the smooth cutoff envelope and the per-batch edge geometry."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+
+class ShiftedSoftplus(nn.Module):
+    """``softplus(x) - log 2`` (SchNet's activation: 0 at x = 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softplus(x) - math.log(2.0)
+
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "gelu": nn.GELU,
@@ -25,13 +38,42 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, act: str) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
-class GaussianExpansion(nn.Module):
-    """Distances expanded on ``n`` Gaussians with centres evenly spaced on [0, cutoff]."""
+def cosine_cutoff(dist: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``(cos(pi r / r_c) + 1) / 2`` inside the cutoff, 0 beyond (Behler's envelope): goes to 0 with a
+    zero slope at ``r_c``, so anything it multiplies fades in smoothly as atoms enter the cutoff."""
+    return torch.where(dist < cutoff, 0.5 * (torch.cos(dist * (math.pi / cutoff)) + 1.0), torch.zeros_like(dist))
 
-    def __init__(self, cutoff: float, n: int):
+
+class GaussianExpansion(nn.Module):
+    """Distances expanded on ``n`` Gaussians with centres evenly spaced on [0, cutoff], each multiplied
+    by the cosine cutoff envelope when ``envelope`` is set (then every feature is 0 at the cutoff)."""
+
+    def __init__(self, cutoff: float, n: int, envelope: bool = False):
         super().__init__()
         self.register_buffer("centres", torch.linspace(0.0, cutoff, n))
         self.gamma = 1.0 / (cutoff / max(n - 1, 1)) ** 2
+        self.cutoff, self.envelope = cutoff, envelope
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-self.gamma * (dist[:, None] - self.centres) ** 2)
+        # exponents below -50 are held there (e^-50 ~ 2e-22): denormal floats would slow every later op
+        rbf = torch.exp((-self.gamma * (dist[:, None] - self.centres) ** 2).clamp(min=-50.0))
+        return rbf * cosine_cutoff(dist, self.cutoff)[:, None] if self.envelope else rbf
+
+
+@dataclass
+class EdgeGeometry:
+    """The raw geometry of a batch's edges, for convs that declare ``uses_geometry = True``.
+
+    Every field is derived from the batch's ``edge_dist``/``edge_vec`` (so gradients with respect to
+    positions flow through them). Shapes: ``dist`` (E,), ``vec`` (E, 3) = pos[dst] - pos[src] (with
+    the periodic image shift), ``envelope`` (E,) the cosine cutoff of ``dist``; ``cutoff`` in Angstrom.
+    """
+
+    dist: torch.Tensor
+    vec: torch.Tensor
+    envelope: torch.Tensor
+    cutoff: float
+
+    @classmethod
+    def from_batch(cls, dist: torch.Tensor, vec: torch.Tensor, cutoff: float) -> "EdgeGeometry":
+        return cls(dist, vec, cosine_cutoff(dist, cutoff), cutoff)

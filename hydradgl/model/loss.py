@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from hydradgl.config import HeadConfig
 from hydradgl.data.batch import Batch
+from hydradgl.model.heads import HeadDescription
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
 
@@ -18,11 +18,10 @@ def head_target(batch: Batch, level: str, target: str) -> torch.Tensor:
 class MultiTaskLoss:
     """``loss(preds, batch) -> (total, {head: loss})``; node heads average over every atom of the batch."""
 
-    def __init__(self, heads: list[HeadConfig], head_levels: dict[str, str]):
-        self.terms = [(h.name, h.target_name, head_levels[h.name], h.alpha, LOSSES[h.loss]) for h in heads]
+    def __init__(self, heads: list[HeadDescription]):
+        self.heads = list(heads)
 
     def __call__(self, preds: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {name: loss_fn(preds[name], head_target(batch, level, target))
-                 for name, target, level, _, loss_fn in self.terms}
-        total = sum(alpha * parts[name] for name, _, _, alpha, _ in self.terms)
+        parts = {h.name: LOSSES[h.loss](preds[h.name], head_target(batch, h.level, h.target)) for h in self.heads}
+        total = sum(h.weight * parts[h.name] for h in self.heads)
         return total, parts

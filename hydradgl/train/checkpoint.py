@@ -15,8 +15,14 @@ FORMAT = 2  # 2: RNG state of torch, numpy and python (1 held torch only)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    with atomic_open(path) as handle:
-        torch.save({**payload, "format": FORMAT}, handle)
+    """Write atomically; a failed write (full disk, quota) is a TrainingError and leaves the previous file."""
+    try:
+        with atomic_open(path) as handle:
+            torch.save({**payload, "format": FORMAT}, handle)
+    except (OSError, RuntimeError) as exc:  # torch wraps a failed write of its zip writer in RuntimeError
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise TrainingError(f"{path}: cannot write checkpoint ({cause}){kept}") from None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

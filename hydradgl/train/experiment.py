@@ -41,8 +41,10 @@ def _fmt(values: list[float]) -> str:
 
 
 def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, registry: Registry | None = None,
-                   console: Console | None = None, quiet: bool = False) -> Path:
+                   console: Console | None = None, quiet: bool = False, overwrite: bool = False) -> Path:
     """Train ``seeds`` models per head set on one prepared data set; write table.md and table.csv."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: at least 1 run per head set is needed, got {seeds}")
     registry = registry or get_registry()
     console = console or Console(stderr=True)
     root = Path(cfg.output_dir)
@@ -64,7 +66,8 @@ def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, regis
             run_cfg.heads = [configured.get(n) or HeadConfig(name=n) for n in names]
             run_cfg.training.seed = seed
             run_cfg.output_dir = root / joiner.join(names) / f"seed-{seed}"
-            result = train_run(run_cfg, registry, console=console, quiet=True, data=data, plots_enabled=False)
+            result = train_run(run_cfg, registry, console=console, quiet=True, data=data, plots_enabled=False,
+                               overwrite=overwrite)
             for n in names:
                 rmse[n].append(result.test[n]["rmse"])
             seconds.append(result.seconds)

@@ -10,12 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from hydradgl.atomic import atomic_open  # noqa: E402
 
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically, then close it."""
+    try:
+        with atomic_open(path) as handle:
+            fig.savefig(handle, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, str], folder: Path) -> None:
@@ -30,11 +34,11 @@ def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], uni
         ax.plot([lo, hi], [lo, hi], "r--", lw=1)
         rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
         ax.set(xlabel=f"true {head}{unit}", ylabel=f"predicted {head}{unit}", title=f"{head}: test RMSE {rmse:.3g}{unit}")
-        _save(fig, folder / f"parity_{head}.png")
+        save_figure(fig, folder / f"parity_{head}.png")
         fig, ax = plt.subplots(figsize=(4.2, 3.2))
         ax.hist(pred - true, bins=60, color="steelblue")
         ax.set(xlabel=f"error {head}{unit}", ylabel="count", title=f"{head}: test errors")
-        _save(fig, folder / f"errors_{head}.png")
+        save_figure(fig, folder / f"errors_{head}.png")
 
 
 def loss_curves(history: list[dict[str, float]], folder: Path) -> None:
@@ -48,4 +52,36 @@ def loss_curves(history: list[dict[str, float]], folder: Path) -> None:
                 ls="-" if key.startswith("train") else "--")
     ax.set(xlabel="epoch", ylabel="loss (normalized)", yscale="log", title="loss curves")
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, folder / "loss_curves.png")
+    save_figure(fig, folder / "loss_curves.png")
+
+
+def uncertainty_plots(results: dict[str, tuple[tuple[np.ndarray, np.ndarray, np.ndarray], float]],
+                      units: dict[str, str], folder: Path) -> None:
+    """Per head, from ``results[head] = ((true, mean, std), s)`` on the test set: |error| against the
+    predicted std, and a calibration curve (observed vs nominal coverage of Gaussian intervals) before
+    and after scaling std by the validation-fitted factor ``s``."""
+    from hydradgl.train.ensemble import coverage_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    levels = np.linspace(0.01, 0.99, 50)
+    for head, ((true, mean, std), s) in results.items():
+        unit = f" [{units[head]}]" if units.get(head) else ""
+        err = np.abs(mean - true)
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        ax.scatter(std, err, s=3, alpha=0.3, color="steelblue", rasterized=True)
+        top = float(max(std.max(), 1e-12))
+        xs = np.array([0.0, top])
+        ax.plot(xs, xs, "k--", lw=1, label="|error| = std")
+        ax.plot(xs, s * xs, "r-", lw=1, label=f"|error| = {s:.2g} std (calibrated)")
+        ax.set(xlabel=f"predicted std {head}{unit}", ylabel=f"|error| {head}{unit}",
+               title=f"{head}: test errors vs ensemble spread")
+        ax.legend(fontsize=7)
+        save_figure(fig, folder / f"uncertainty_{head}.png")
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        ax.plot(levels, coverage_curve(mean - true, std, levels), label="raw std")
+        ax.plot(levels, coverage_curve(mean - true, s * std, levels), label=f"calibrated (s = {s:.2g})")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+        ax.set(xlabel="nominal coverage of the Gaussian interval", ylabel="observed fraction of test errors",
+               title=f"{head}: calibration", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+        save_figure(fig, folder / f"calibration_{head}.png")

@@ -1,56 +1,41 @@
 """One training run end to end: checks, data, model, trainer, and the run directory's outputs.
 
 Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one row per epoch),
-``test_metrics.json`` (RMSE/MAE per head, normalized and physical), ``plots/*.png``, ``run.log``.
+``split.csv`` (every structure's split, dataset index and source), ``test_metrics.json`` (RMSE/MAE per
+head, normalized and physical), ``plots/*.png``, ``run.log``, and ``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from hydradgl.config import RunConfig
-from hydradgl.atomic import atomic_write_text
-from hydradgl.configio import head_kind, save_config, validate_plugin_options
+from hydradgl.atomic import atomic_write_csv, atomic_write_text
+from hydradgl.configio import save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.data.splitfile import SPLIT_FILE, save_split
+from hydradgl.data.splits import check_split_sizes
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train import plots
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint, plugin_provenance
-from hydradgl.train.runtime import Runtime, setup_runtime, teardown_runtime
+from hydradgl.train.metrics import with_units
+from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
+from hydradgl.train.runtime import Runtime, broadcast_flag, resolve_kernels, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
+from hydradgl.train.tracking import Tracker, check_tracking, open_tracker
 from hydradgl.train.trainer import Trainer, evaluate
-
-MIN_FREE_BYTES = 50 * 2**20
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail before training when the run directory cannot be written or its disk is (nearly) full."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise TrainingError(f"{path}: output directory is not writable ({exc.strerror or exc})") from None
-    free = shutil.disk_usage(path).free
-    if free < MIN_FREE_BYTES:
-        raise TrainingError(f"{path}: only {free / 2**20:.0f} MiB free on its disk; need at least "
-                            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and outputs")
-
 
 @dataclass
 class RunResult:
@@ -61,12 +46,11 @@ class RunResult:
     model: Any = None  # the trained HydraModel (best weights when a validation split exists)
 
 
-def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(path, buffer.getvalue())
+def split_rows(data: PreparedData) -> list[dict]:
+    """One row per structure: its split, index in the whole dataset, and source (``split.csv``)."""
+    return [{"split": name, "id": int(i), "source": source}
+            for name, part in (("train", data.train), ("val", data.val), ("test", data.test))
+            for i, source in zip(part.ids, part.sources)]
 
 
 def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
@@ -76,14 +60,22 @@ def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
             f"({row['graphs_per_s']:.0f} train graphs/s)")
 
 
-def metrics_table(test: dict[str, dict[str, float]], units: dict[str, str]) -> Table:
+def metrics_table(test: dict[str, dict]) -> Table:
+    """Test metrics per head (each with its ``unit``, as :func:`~hydradgl.train.metrics.with_units` gives)."""
     table = Table(title="test metrics")
     for col in ("head", "RMSE (norm.)", "MAE (norm.)", "RMSE", "MAE", "unit"):
         table.add_column(col, justify="left" if col in ("head", "unit") else "right")
     for head, m in test.items():
         table.add_row(head, f"{m['rmse']:.3e}", f"{m['mae']:.3e}", f"{m['rmse_phys']:.4g}", f"{m['mae_phys']:.4g}",
-                      units.get(head, ""))
+                      m["unit"])
     return table
+
+
+def log_warning(console: Console, run_dir: Path, message: str) -> None:
+    """A warning on the console and at the end of the run's run.log."""
+    console.print(escape(message), style="yellow", highlight=False)
+    with open(run_dir / "run.log", "a") as log:
+        log.write(message + "\n")
 
 
 def _status(console: Console, quiet: bool, message: str):
@@ -100,25 +92,60 @@ def _progress(console: Console, quiet: bool) -> Progress | None:
 
 def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | None = None,
               console: Console | None = None, quiet: bool = False, data: PreparedData | None = None,
-              plots_enabled: bool = True) -> RunResult:
-    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints."""
+              plots_enabled: bool = True, overwrite: bool = False,
+              on_epoch: Callable[[dict[str, float]], None] | None = None) -> RunResult:
+    """Train (or resume) one run; every rank calls this under torchrun, rank 0 writes and prints.
+
+    Rank 0 holds the run directory's lock throughout; a folder that already holds a run is refused
+    unless ``overwrite`` (its files are then removed first) or ``resume``. ``on_epoch(row)``, when
+    given, is called after every epoch with its metrics.csv row (e.g. to report to a hyper-parameter
+    search, whose exception then stops the run after that epoch's checkpoint).
+    """
     registry = registry or get_registry()
     console = console or Console(stderr=True)
     runtime = setup_runtime(cfg.training)
     try:
-        return _train(cfg, registry, resume, console, quiet, data, runtime, plots_enabled)
+        with contextlib.ExitStack() as stack:
+            loud = runtime.is_main and not quiet
+            say = (lambda msg: console.print(msg, highlight=False)) if loud else (lambda msg: None)
+            state = _check_resume(cfg, Path(resume), say) if resume else None
+            validate_plugin_options(cfg, registry)
+            check_tracking(cfg, registry)
+            refusal = None
+            if runtime.is_main:
+                run_dir = Path(cfg.output_dir)
+                try:
+                    check_output_dir(run_dir)
+                    stack.enter_context(run_dir_lock(run_dir))
+                    claim_run_dir(run_dir, overwrite, resume is not None, log=say)
+                except TrainingError as exc:
+                    refusal = exc
+            if broadcast_flag(refusal is not None, runtime):  # every rank stops, none waits for rank 0
+                raise refusal or TrainingError(f"{cfg.output_dir}: rank 0 refused the run directory (see its message)")
+            return _train(cfg, registry, resume, state, console, quiet, data, runtime, plots_enabled, say, on_epoch)
     finally:
         teardown_runtime(runtime)
 
 
-def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Console, quiet: bool,
-           data: PreparedData | None, runtime: Runtime, plots_enabled: bool) -> RunResult:
-    say = (lambda msg: console.print(msg, highlight=False)) if runtime.is_main and not quiet else (lambda msg: None)
+def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
+    """The run's last.pt, after checking that every checkpoint there is readable (before any training),
+    and that the epochs asked for go beyond the ones done; a change of training.epochs is logged."""
+    state = load_checkpoint(resume / "last.pt")
+    if (resume / "best.pt").exists():
+        load_checkpoint(resume / "best.pt")
+    before = state["config"]["training"]["epochs"]
+    if cfg.training.epochs <= state["epoch"]:
+        raise TrainingError(f"{resume}: {state['epoch']} epochs are done already; to train longer give "
+                            f"--epochs above {state['epoch']} (configured: {before})")
+    if cfg.training.epochs != before:
+        say(f"training.epochs: {before} -> {cfg.training.epochs}; {resume / 'config.yaml'} records it")
+    return state
+
+
+def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[str, Any] | None,
+           console: Console, quiet: bool, data: PreparedData | None, runtime: Runtime, plots_enabled: bool,
+           say, callback: Callable[[dict[str, float]], None] | None) -> RunResult:
     run_dir = Path(cfg.output_dir)
-    state = load_checkpoint(Path(resume) / "last.pt") if resume else None
-    validate_plugin_options(cfg, registry)
-    if runtime.is_main:
-        check_output_dir(run_dir)
     seed_everything(cfg.training.seed)
     started = time.perf_counter()
     if data is None:
@@ -126,25 +153,37 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
             saved_split = Path(resume) / SPLIT_FILE if resume else None
             data = prepare_data(cfg, registry, log=say,
                                 split=saved_split if saved_split is not None and saved_split.exists() else None)
+    warnings = check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test)))
+    for note in warnings if runtime.is_main else ():
+        console.print(f"[bold yellow]warning:[/] {note}", highlight=False)  # shown even with --quiet
     if state is not None and state["info"] != data.info.model_dump():
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
+    model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
-            **{f"head:{h.name}": ("head", head_kind(h, model.head_levels[h.name])) for h in cfg.heads}}
+            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a state_dict size mismatch
+            raise TrainingError(f"{Path(resume) / 'last.pt'} does not fit {Path(resume) / 'config.yaml'} "
+                                f"({str(exc).splitlines()[0]}); the two come from different runs") from None
         say(f"resumed {resume} after epoch {trainer.epoch}")
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
         save_split(run_dir / SPLIT_FILE, (data.train.rows, data.val.rows, data.test.rows), len(data.train.base))
-        atomic_write_text(run_dir / "run.log", "\n".join(data.log) + "\n")
+        kernel_line = (f"kernels: {model.kernels} on {runtime.device} (training.kernels: {cfg.training.kernels}; "
+                       f"{runtime.world_size} process(es))")
+        atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings, kernel_line]) + "\n")
+        atomic_write_csv(run_dir / "split.csv", split_rows(data))
+    tracker = open_tracker(cfg, registry, run_dir, runtime.is_main, warn=lambda msg: log_warning(console, run_dir, msg))
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
-        f"{runtime.world_size} process(es) on {runtime.device}")
+        f"{runtime.world_size} process(es) on {runtime.device}, {model.kernels} kernels")
 
     bar = _progress(console, quiet) if runtime.is_main else None
     epoch_task = bar.add_task("epochs", total=cfg.training.epochs, completed=trainer.epoch) if bar else None
@@ -152,13 +191,16 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
 
     def on_epoch(row: dict[str, float]) -> None:
         if runtime.is_main:
-            write_metrics_csv(run_dir / "metrics.csv", trainer.history)
+            atomic_write_csv(run_dir / "metrics.csv", trainer.history)
         say(epoch_line(row, heads, cfg.training.epochs))
+        tracker.epoch(row)
         if bar is not None:
             bar.update(epoch_task, completed=trainer.epoch)
+        if callback is not None:
+            callback(row)
 
     try:
-        with bar if bar is not None else contextlib.nullcontext():
+        with tracker.closed_on_error(), bar if bar is not None else contextlib.nullcontext():
             trainer.fit(on_epoch, progress=(lambda i, n: bar.update(batch_task, completed=i)) if bar else None)
     except KeyboardInterrupt:
         raise TrainingError(f"interrupted after epoch {trainer.epoch}; {run_dir / 'last.pt'} holds the last "
@@ -166,11 +208,11 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, console: Con
     if trainer.early.should_stop:
         say(f"early stopping after epoch {trainer.epoch}: best validation loss {trainer.early.best:.4e} "
             f"at epoch {trainer.early.best_epoch}")
-    return _finish(cfg, trainer, runtime, run_dir, started, plots_enabled, console, quiet)
+    return _finish(cfg, trainer, runtime, run_dir, started, plots_enabled, console, quiet, tracker)
 
 
 def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, started: float,
-            plots_enabled: bool, console: Console, quiet: bool) -> RunResult:
+            plots_enabled: bool, console: Console, quiet: bool, tracker: Tracker) -> RunResult:
     """Best weights, test metrics on the whole test set (rank 0), plots."""
     best = run_dir / "best.pt"
     if best.exists():
@@ -179,9 +221,8 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
     test: dict[str, dict[str, float]] = {}
     if runtime.is_main and len(trainer.data.test):
         test, values = evaluate(trainer.model, cfg, trainer.data.test, trainer.normalizer, local, collect=plots_enabled)
-        units = {h.name: trainer.data.info.targets[h.target_name].unit for h in cfg.heads}
-        for h in cfg.heads:
-            test[h.name].update(unit=units[h.name], level=trainer.model.head_levels[h.name])
+        test = with_units(test, trainer.model.head_descriptions)
+        units = {name: m["unit"] for name, m in test.items()}
         summary = {"heads": test, "best_epoch": trainer.early.best_epoch, "epochs": trainer.epoch,
                    "test_graphs": len(trainer.data.test), "seconds": time.perf_counter() - started}
         atomic_write_text(run_dir / "test_metrics.json", json.dumps(summary, indent=2) + "\n")
@@ -189,5 +230,6 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
             plots.parity_and_histograms(values, units, run_dir / "plots")
             plots.loss_curves(trainer.history, run_dir / "plots")
         if not quiet:
-            console.print(metrics_table(test, units))
+            console.print(metrics_table(test))
+    tracker.finish(test, trainer.epoch, run_dir / "plots" if plots_enabled else None)
     return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, trainer.model)

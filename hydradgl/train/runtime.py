@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
 
 from hydradgl.config import TrainingConfig
 from hydradgl.dglcompat import dgl_has_cuda
-from hydradgl.errors import TrainingError
+from hydradgl.errors import PluginError, TrainingError
 
-CUDA_DGL_HELP = (
-    "The installed DGL has no CUDA support (the PyPI wheels are CPU-only). Install a CUDA build of DGL "
-    "from DGL's own wheel host with a matching torch <= 2.4 (steps in docs/install.md, 'GPU'), "
+CUDA_TORCH_HELP = (
+    "Install a CUDA build of torch (https://pytorch.org/get-started/locally/; steps in docs/install.md, 'GPU'), "
     "or run with --device cpu."
 )
+CUDA_DGL_HELP = (
+    "The installed DGL has no CUDA support (the PyPI wheels are CPU-only): install a CUDA build of DGL from "
+    "DGL's own wheel host with a matching torch <= 2.4 (docs/install.md, 'GPU'), or train on the torch kernels "
+    "(training.kernels: torch or auto), or run with --device cpu."
+)
+#: The kernel paths of hydradgl.model.kernels (repeated here so this module does not import DGL's ops).
+KERNEL_PATHS = ("dgl", "torch")
 
 
 @dataclass(frozen=True)
@@ -35,19 +42,58 @@ class Runtime:
         return self.rank == 0
 
 
-def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's GPU when torch and DGL both have CUDA, else the CPU; ``cuda`` is checked."""
+def dgl_serves(device: torch.device) -> bool:
+    """Whether the installed DGL can run its kernels on ``device`` (the CPU always; CUDA with a CUDA DGL)."""
+    return device.type == "cpu" or (device.type == "cuda" and dgl_has_cuda())
+
+
+def resolve_device(requested: str, local_rank: int = 0, kernels: str = "auto") -> torch.device:
+    """``auto``: this process's GPU when torch sees one (and the kernels can run there), else the CPU;
+    ``cuda``/``cuda:N`` is checked against the torch build."""
     if requested == "cpu":
         return torch.device("cpu")
-    cuda_ok = torch.cuda.is_available() and dgl_has_cuda()
+    gpu = torch.device(f"cuda:{local_rank}")
     if requested == "auto":
-        return torch.device(f"cuda:{local_rank}") if cuda_ok else torch.device("cpu")
+        usable = torch.cuda.is_available() and (kernels != "dgl" or dgl_serves(gpu))
+        return gpu if usable else torch.device("cpu")
     if not torch.cuda.is_available():
         raise TrainingError(f"device {requested!r} requested but this torch build sees no CUDA device "
-                            f"(torch {torch.__version__}). " + CUDA_DGL_HELP)
-    if not dgl_has_cuda():
-        raise TrainingError(f"device {requested!r} requested. " + CUDA_DGL_HELP)
-    return torch.device(requested if ":" in requested else f"cuda:{local_rank}")
+                            f"(torch {torch.__version__}). " + CUDA_TORCH_HELP)
+    return torch.device(requested) if ":" in requested else gpu
+
+
+def resolve_kernels(requested: str, device: torch.device, plugins: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The kernel path a model runs on ``device``: ``requested`` (``auto``, ``dgl`` or ``torch``) checked
+    against what DGL can serve there and against the paths each plugin declares (``plugins``: label,
+    e.g. ``conv plugin 'pna'``, to its ``kernels``). ``auto`` prefers dgl, else torch, so that every
+    plugin is served."""
+    plugins = plugins or {}
+    for label, paths in plugins.items():
+        unknown = [p for p in paths if p not in KERNEL_PATHS]
+        if unknown or not paths:
+            raise PluginError(f"{label} declares kernels={tuple(paths)!r}; expected a non-empty tuple of "
+                              f"{', '.join(map(repr, KERNEL_PATHS))}")
+    if requested == "dgl" and not dgl_serves(device):
+        raise TrainingError(f"training.kernels is 'dgl' but DGL cannot run on {device}. " + CUDA_DGL_HELP)
+    if requested == "auto":
+        candidates = [p for p in KERNEL_PATHS if p != "dgl" or dgl_serves(device)]
+        usable = [p for p in candidates if all(p in paths for paths in plugins.values())]
+        path = usable[0] if usable else candidates[0]
+    else:
+        path = requested
+    for label, paths in plugins.items():
+        if path not in paths:
+            if path == "dgl":
+                fix = "set training.kernels to auto (or torch)"
+            elif dgl_serves(device):
+                fix = "set training.kernels to auto (or dgl)"
+            else:
+                fix = (f"install a CUDA build of DGL (torch <= 2.4, docs/install.md 'GPU') so the dgl kernels "
+                       f"run on {device}, or train on the CPU (--device cpu)")
+            raise PluginError(f"{label} does not support the {path} kernel path used on {device} (it declares "
+                              f"kernels={tuple(paths)!r}): {fix}; or ask the plugin's author to support both "
+                              "paths (docs/plugins.md, 'Kernel paths').")
+    return path
 
 
 def setup_runtime(training: TrainingConfig) -> Runtime:
@@ -57,7 +103,8 @@ def setup_runtime(training: TrainingConfig) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(training.device, local_rank)
+    device = resolve_device(training.device, local_rank, training.kernels)
+    resolve_kernels(training.kernels, device)  # fail now, not after data preparation
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

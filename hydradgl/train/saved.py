@@ -1,28 +1,36 @@
-"""Using a finished run: load its model, evaluate it, predict new structures in physical units."""
+"""Using a finished run: load its model, evaluate it, its predictions per test structure
+(prediction of new structures: :mod:`hydradgl.api`).
+
+The run's saved ``DatasetInfo`` is the model's data contract: every data set given to evaluate or
+predict is read with its species table, graph settings and normalization, never its own.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
 
 from hydradgl.config import RunConfig
-from hydradgl.atomic import atomic_write_text
+from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
-from hydradgl.data.pipeline import graphs_for_prediction, prepare_data
+from hydradgl.data.pipeline import prepare_data
 from hydradgl.data.records import DatasetInfo
 from hydradgl.data.splitfile import SPLIT_FILE
-from hydradgl.errors import TrainingError
+from hydradgl.errors import DataError, TrainingError
 from hydradgl.model.assembler import HydraModel, build_model
+from hydradgl.model.heads import HeadDescription
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint
-from hydradgl.train.runtime import Runtime, resolve_device
+from hydradgl.train.metrics import with_units
+from hydradgl.train.runtime import Runtime, resolve_device, resolve_kernels
 from hydradgl.train.trainer import evaluate
+
+Checkpoint = Literal["best", "last"]
 
 
 @dataclass
@@ -31,63 +39,106 @@ class SavedRun:
     info: DatasetInfo
     model: HydraModel
     device: torch.device
+    checkpoint: Path | None = None
     split: Path | None = None  # the run's split.npz, if it saved one
 
 
-def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu") -> SavedRun:
-    """The best (else last) model of a run directory, in eval mode."""
+def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu",
+             checkpoint: Checkpoint = "best") -> SavedRun:
+    """A run directory's model in eval mode: ``best.pt`` (else ``last.pt``), or ``last.pt`` when asked."""
     registry = registry or get_registry()
     run_dir = Path(run_dir)
-    path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
+    path = run_dir / "last.pt"
+    if checkpoint == "best" and (run_dir / "best.pt").exists():
+        path = run_dir / "best.pt"
     if not path.exists():
-        raise TrainingError(f"{run_dir}: no best.pt or last.pt: not a hydradgl run directory")
+        wanted = "last.pt" if checkpoint == "last" else "best.pt or last.pt"
+        raise TrainingError(f"{run_dir}: no {wanted}: not a hydradgl run directory")
     state = load_checkpoint(path)
     check_plugins(state.get("plugins", {}), registry, path)
     cfg = RunConfig.model_validate(state["config"])
     info = DatasetInfo.model_validate(state["info"])
+    if info.graph is None:  # checkpoints from before the contract held the graph settings
+        info = info.model_copy(update={"graph": cfg.graph})
     model = build_model(cfg, info, registry)
     model.load_state_dict(state["model"])
     target = resolve_device(device)
+    model.kernels = resolve_kernels("auto", target, model.plugin_kernels)  # both paths compute the same function
     split = run_dir / SPLIT_FILE
-    return SavedRun(cfg, info, model.to(target).eval(), target, split if split.exists() else None)
+    return SavedRun(cfg, info, model.to(target).eval(), target, path, split if split.exists() else None)
 
 
-def evaluate_run(run: SavedRun, cfg: RunConfig | None = None, registry: Registry | None = None) -> dict[str, dict[str, float]]:
-    """Test-split metrics of a saved run, on its own data set (and saved split) or on the one ``cfg`` names."""
-    data = prepare_data(cfg or run.cfg, registry, split=run.split if cfg is None else None)
+@dataclass
+class Evaluation:
+    """Test-split metrics per head (with unit and level), heads left out and why, per-structure rows."""
+
+    metrics: dict[str, dict]
+    skipped: dict[str, str] = field(default_factory=dict)
+    structures: list[dict] = field(default_factory=list)
+
+
+def evaluate_saved(run: SavedRun, cfg: RunConfig | None = None, registry: Registry | None = None,
+                   per_structure: bool = False) -> Evaluation:
+    """Evaluate on the test split of the run's data, or of the data set ``cfg`` names (read by the
+    model's contract). Heads whose target that data lacks are left out, named in ``skipped``."""
+    data_cfg = run.cfg if cfg is None else cfg.model_copy(update={"heads": run.cfg.heads})
+    # the run's own data is split as it was in training (its split.npz); other data by its config
+    data = prepare_data(data_cfg, registry, contract=run.info, split=run.split if cfg is None else None)
+    test = data.test
+    present = {**test.graph_targets, **test.node_targets}
+    heads = [h for h in run.model.head_descriptions if h.target in present]
+    skipped = {h.name: f"dataset {data_cfg.dataset.name!r} has no target {h.target!r}"
+               for h in run.model.head_descriptions if h.target not in present}
+    if not heads:
+        raise DataError(f"dataset {data_cfg.dataset.name!r} has none of the model's targets "
+                        f"({', '.join(h.target for h in run.model.head_descriptions)}): nothing to evaluate")
+    if len(test) == 0:
+        raise DataError(f"dataset {data_cfg.dataset.name!r} has an empty test split: nothing to evaluate")
     normalizer = Normalizer.from_info(run.info)
-    test = data.test.with_normalizer(normalizer)  # another data set is normalized with the run's statistics
-    metrics, _ = evaluate(run.model, run.cfg, test, normalizer, Runtime(0, 1, 0, run.device))
-    return metrics
+    metrics, _ = evaluate(run.model, run.cfg, test, normalizer, Runtime(0, 1, 0, run.device), heads=heads)
+    rows = _structure_errors(run, test.materialize(), heads, normalizer) if per_structure else []
+    return Evaluation(with_units(metrics, heads), skipped, rows)
+
+
+def evaluate_run(run: SavedRun, cfg: RunConfig | None = None, registry: Registry | None = None) -> dict[str, dict]:
+    """Test-split metrics per head of a saved run (see :func:`evaluate_saved`)."""
+    return evaluate_saved(run, cfg, registry).metrics
 
 
 @torch.no_grad()
-def predict(run: SavedRun, paths: list[Path], registry: Registry | None = None) -> tuple[list[dict], list[dict]]:
-    """Per-structure rows (graph heads) and per-atom rows (node heads), physical units."""
-    graphs = graphs_for_prediction(paths, run.info, run.cfg, registry)
+def _physical_batches(run: SavedRun, graphs: GraphSet) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """Per batch (in order): positions of its graphs in ``graphs``, atoms per graph, and every head's
+    predictions in physical units."""
     normalizer = Normalizer.from_info(run.info)
-    structures: list[dict] = []
-    atoms: list[dict] = []
+    start = 0
     for batch in BatchLoader(graphs, run.cfg.training.batch_size):
         preds = run.model(batch.to(run.device))
-        phys = {h: normalizer.denormalize(run.model.head_targets[h], p).cpu().numpy() for h, p in preds.items()}
-        counts = batch.graph.batch_num_nodes.cpu().numpy()
+        phys = {h.name: normalizer.denormalize(h.target, preds[h.name]).cpu().numpy()
+                for h in run.model.head_descriptions}
+        yield np.arange(start, start + batch.num_graphs), batch.graph.batch_num_nodes.cpu().numpy(), phys
+        start += batch.num_graphs
+
+
+def _structure_errors(run: SavedRun, graphs: GraphSet, heads: list[HeadDescription],
+                      normalizer: Normalizer) -> list[dict]:
+    """One row per test structure: graph heads' true and predicted values, node heads' RMSE over atoms."""
+    truth = {h.name: normalizer.denormalize_array(h.target, (graphs.graph_targets if h.level == "graph"
+                                                             else graphs.node_targets)[h.target]) for h in heads}
+    rows = []
+    for ids, counts, phys in _physical_batches(run, graphs):
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for g, gid in enumerate(batch.graph_ids.cpu().numpy()):
-            row = {"structure": int(gid), "source": graphs.sources[gid], "n_atoms": int(counts[g])}
-            for head, values in phys.items():
-                if run.model.head_levels[head] == "graph":
-                    row.update(_columns(head, values[g]))
-            structures.append(row)
-            for a in range(counts[g]):
-                node = starts[g] + a
-                atom_row = {"structure": int(gid), "source": graphs.sources[gid], "atom": a,
-                            "Z": int(graphs.numbers[graphs.node_ptr[gid] + a])}
-                for head, values in phys.items():
-                    if run.model.head_levels[head] == "node":
-                        atom_row.update(_columns(head, values[node]))
-                atoms.append(atom_row)
-    return structures, atoms
+        for g, gid in enumerate(ids):
+            row = {"id": int(graphs.ids[gid]), "source": graphs.sources[gid], "n_atoms": int(counts[g])}
+            for h in heads:
+                if h.level == "graph":
+                    row.update(_columns(f"{h.name}_true", truth[h.name][gid]))
+                    row.update(_columns(f"{h.name}_pred", phys[h.name][g]))
+                else:
+                    a, b = graphs.node_ptr[gid], graphs.node_ptr[gid + 1]
+                    diff = phys[h.name][starts[g]:starts[g] + counts[g]] - truth[h.name][a:b]
+                    row[f"{h.name}_rmse"] = float(np.sqrt(np.mean(diff ** 2)))
+            rows.append(row)
+    return rows
 
 
 def _columns(head: str, values: np.ndarray) -> dict[str, float]:
@@ -95,14 +146,3 @@ def _columns(head: str, values: np.ndarray) -> dict[str, float]:
     if len(values) == 1:
         return {head: float(values[0])}
     return {f"{head}[{i}]": float(v) for i, v in enumerate(values)}
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows as CSV, written atomically (nothing is written for no rows)."""
-    if not rows:
-        return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())

@@ -17,11 +17,13 @@ from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import PreparedData
-from hydradgl.errors import TrainingError
+from hydradgl.errors import DataError, TrainingError
 from hydradgl.model.assembler import HydraModel
-from hydradgl.model.loss import MultiTaskLoss
+from hydradgl.model.heads import HeadDescription
+from hydradgl.model.loss import MultiTaskLoss, head_target
 from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.metrics import ErrorSums
+from hydradgl.train.precise_bn import recompute_batch_norm
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
 from hydradgl.train.seeding import rng_state, set_rng_state
 
@@ -53,18 +55,18 @@ def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
     return kinds[training.optimizer](params, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def head_specs(cfg: RunConfig, model: HydraModel) -> dict[str, tuple[str, str, str]]:
-    return {h.name: (h.target_name, model.head_levels[h.name], h.loss) for h in cfg.heads}
-
-
 def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, normalizer: Normalizer, runtime: Runtime,
-             collect: bool = False) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Metrics per head over ``graphs`` (this rank's shard, reduced over ranks); optionally the
-    (true, predicted) values in physical units, for plots."""
-    heads = head_specs(cfg, model)
+             collect: bool = False, heads: list[HeadDescription] | None = None,
+             ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Metrics per head (default: every head of the model) over ``graphs`` (this rank's shard, reduced
+    over ranks); optionally the (true, predicted) values in physical units, for plots."""
+    if len(graphs) == 0:
+        raise DataError(f"no structures to compute metrics on: the split is empty (split.fractions "
+                        f"{list(cfg.split.fractions)}); a metric over nothing is not a score")
+    heads = model.head_descriptions if heads is None else heads
     sums = ErrorSums(heads, normalizer, runtime.device)
     loader = BatchLoader(graphs, cfg.training.batch_size, rank=runtime.rank, world_size=runtime.world_size, pad=False)
-    pairs: dict[str, tuple[list, list]] = {h: ([], []) for h in heads}
+    pairs: dict[str, tuple[list, list]] = {h.name: ([], []) for h in heads}
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -72,10 +74,10 @@ def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, no
             preds = model(batch)
             sums.add(preds, batch)
             if collect:
-                for name, (target, level, _) in heads.items():
-                    true = (batch.graph_targets if level == "graph" else batch.node_targets)[target]
-                    pairs[name][0].append(normalizer.denormalize(target, true).cpu().numpy())
-                    pairs[name][1].append(normalizer.denormalize(target, preds[name]).cpu().numpy())
+                for h in heads:
+                    true = head_target(batch, h.level, h.target)
+                    pairs[h.name][0].append(normalizer.denormalize(h.target, true).cpu().numpy())
+                    pairs[h.name][1].append(normalizer.denormalize(h.target, preds[h.name]).cpu().numpy())
     metrics = sums.reduce(runtime)
     values = {h: (np.concatenate(t), np.concatenate(p)) for h, (t, p) in pairs.items() if t}
     return metrics, values
@@ -89,7 +91,7 @@ class Trainer:
         self.cfg, self.data, self.runtime, self.run_dir = cfg, data, runtime, run_dir
         self.model = model.to(runtime.device)
         self.net = DistributedDataParallel(self.model) if runtime.distributed else self.model
-        self.loss = MultiTaskLoss(cfg.heads, model.head_levels)
+        self.loss = MultiTaskLoss(model.head_descriptions)
         self.normalizer = Normalizer.from_info(data.info)
         t = cfg.training
         self.optimizer = make_optimizer(t, self.model.parameters())
@@ -162,8 +164,11 @@ class Trainer:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
             train_seconds = time.perf_counter() - start
+            if self.cfg.training.precise_bn_graphs:
+                recompute_batch_norm(self.model, self.data.train, self.cfg.training.precise_bn_graphs,
+                                     self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
-            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads) if len(self.data.val) else train["loss"]
+            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
             if self.scheduler:
                 self.scheduler.step(val_total)
             self.epoch += 1

@@ -1,11 +1,14 @@
 """PNA convolution (Corso et al., "Principal Neighbourhood Aggregation for Graph Nets", NeurIPS 2020).
 
 Same function as a PNA tower (pre-transform M on [h_src, h_dst, e], aggregators x degree scalers,
-post-transform U on [h, aggregates]), computed with DGL's fused built-in reductions. M is linear, so
+post-transform U on [h, aggregates]), computed with the kernel layer's fused reductions. M is linear, so
 the message splits into a receiver term and a sender(+edge) term: m_ij = A_i + u_ij with
 u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on it, so only u is
-reduced: sum of [u, u^2] and max of [u, -u], two passes. Without edge features u lives on the nodes
-(copy_u), so no per-edge tensor is ever materialized.
+reduced: sums of u and u^2, and max of [u, -u] (the min is minus the max of -u). Without edge features
+u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With edge features
+(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the max of [u, -u] runs fused
+over [B, -B] on the nodes and the basis projected by [W_e; -W_e], with a backward pass that forms no
+per-edge gradient (MessageGraph.u_add_e_linear); only the sums form u per edge.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from hydradgl.model.layers import mlp
 from hydradgl.plugins import ConvContext, ConvSpec
 
 Aggregator = Literal["mean", "min", "max", "std", "sum"]
-Scaler = Literal["identity", "amplification", "attenuation"]
+# "linear" scales by d / mean training degree (PyG's DegreeScalerAggregation, which HydraGNN's PNA uses).
+Scaler = Literal["identity", "amplification", "attenuation", "linear"]
 STD_EPS = 1e-5
 
 
@@ -32,7 +36,7 @@ class PNAOptions(BaseModel):
     aggregators: list[Aggregator] = Field(["mean", "min", "max", "std"], min_length=1)
     scalers: list[Scaler] = Field(["identity", "amplification", "attenuation"], min_length=1)
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
-    use_edge_features: bool = Field(False, description="Feed the trunk's edge features into the messages (the paper's PNA: off; distance enters through the radius graph).")
+    use_edge_features: bool = Field(True, description="Feed the trunk's edge features (the radial basis of the distance) into the messages (the paper's PNA: off; distance then enters only through the radius graph).")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
@@ -58,13 +62,19 @@ def delta_from_histogram(histogram) -> float:
     return float((hist * torch.log(degrees + 1)).sum() / hist.sum())
 
 
+def mean_degree(histogram) -> float:
+    """Mean in-degree of the training nodes (the ``linear`` scaler's normalizer; 1 without statistics)."""
+    hist = torch.as_tensor(histogram, dtype=torch.float64)
+    return float((hist * torch.arange(len(hist))).sum() / hist.sum()) if hist.sum() > 0 and len(hist) > 1 else 1.0
+
+
 class PNATower(nn.Module):
     """One tower: ``in_dim`` features in, ``out_dim`` out."""
 
     def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str],
-                 pre_layers: int = 1, post_layers: int = 1):
+                 pre_layers: int = 1, post_layers: int = 1, mean_degree: float = 1.0):
         super().__init__()
-        self.aggregators, self.scalers = aggregators, scalers
+        self.aggregators, self.scalers, self.mean_degree = aggregators, scalers, mean_degree
         self.pre_dst = nn.Linear(in_dim, in_dim)  # M's block acting on the receiver (carries M's bias)
         self.pre_src = nn.Linear(in_dim, in_dim, bias=False)
         self.pre_edge = nn.Linear(edge_dim, in_dim, bias=False) if edge_dim else None
@@ -76,33 +86,42 @@ class PNATower(nn.Module):
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
 
-    def _reduce(self, graph, src_term: torch.Tensor, edge_term: torch.Tensor | None,
-                dst_term: torch.Tensor | None = None):
-        """Sum of u and u^2, and max of u and -u, over each node's incoming edges. With ``dst_term``
-        (pre_layers > 1) u is the whole message pre_rest(relu(A_i + B_j (+ C_ij)))."""
-        if edge_term is None and dst_term is None:  # u lives on the source nodes
-            sum_in = graph.copy_u(torch.cat([src_term, src_term * src_term], dim=1), "sum") if self.need_sum else None
-            max_in = graph.copy_u(torch.cat([src_term, -src_term], dim=1), "max") if self.need_max else None
-            return {"sum": sum_in, "max": max_in}
-        if dst_term is None:
-            u = graph.gather_src(src_term) + edge_term
-        else:
-            u = graph.u_add_v(src_term, dst_term)
-            u = self.pre_rest(torch.relu(u if edge_term is None else u + edge_term))
+    def _reduce_nodes(self, graph, b: torch.Tensor) -> dict:
+        """Without edge features u_ij = B_j lives on the source nodes: fused copy_u, nothing per edge."""
+        return {"sum": graph.copy_u(torch.cat([b, b * b], dim=1), "sum") if self.need_sum else None,
+                "max": graph.copy_u(torch.cat([b, -b], dim=1), "max") if self.need_max else None}
+
+    def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor) -> dict:
+        """u_ij = B_j + W_e e_ij. The max of [u, -u] runs fused on [B, -B] and the basis with weights
+        [W_e; -W_e] (u_add_e_linear: no per-edge gradient); only the sums form u per edge (one addmm)."""
+        w = self.pre_edge.weight
+        max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max") \
+            if self.need_max else None
+        if not self.need_sum:
+            return {"sum": None, "max": max_in}
+        u = torch.addmm(graph.gather_src(b), edge_attr, w.T)
+        return {"sum": torch.cat([graph.reduce(u, "sum"), graph.reduce(u * u, "sum")], dim=1), "max": max_in}
+
+    def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None) -> dict:
+        """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
+        u = graph.u_add_v(b, a)
+        u = self.pre_rest(torch.relu(u if edge_attr is None else u + self.pre_edge(edge_attr)))
         return {"sum": graph.reduce(torch.cat([u, u * u], dim=1), "sum") if self.need_sum else None,
                 "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None, degree: torch.Tensor,
                 delta: torch.Tensor) -> torch.Tensor:
-        a = self.pre_dst(h)
-        edge_term = self.pre_edge(edge_attr) if self.pre_edge is not None else None
-        if self.pre_rest is None:
-            reduced = self._reduce(graph, self.pre_src(h), edge_term)
-        else:  # the receiver term is inside the per-edge message already
-            reduced = self._reduce(graph, self.pre_src(h), edge_term, dst_term=a)
+        a, b = self.pre_dst(h), self.pre_src(h)
+        edge_attr = edge_attr if self.pre_edge is not None else None
+        if self.pre_rest is not None:  # the receiver term is inside the per-edge message already
+            reduced = self._reduce_mlp(graph, b, a, edge_attr)
             a = torch.zeros_like(a)
+        elif edge_attr is not None:
+            reduced = self._reduce_edges(graph, b, edge_attr)
+        else:
+            reduced = self._reduce_nodes(graph, b)
         f = a.shape[1]
-        deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates, finite scalers
+        deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates (std: sqrt(eps)), finite scalers
         has_edges = (degree > 0).unsqueeze(1).to(h.dtype)
         aggregates = []
         for name in self.aggregators:
@@ -127,26 +146,52 @@ class PNATower(nn.Module):
                 scaled.append(agg)
             elif name == "amplification":
                 scaled.append(agg * (log_deg / delta))
+            elif name == "linear":
+                scaled.append(agg * (deg / self.mean_degree))
             else:
                 scaled.append(agg * (delta / log_deg))
         return self.post(torch.cat([h, *scaled], dim=1))
 
 
 class PNAConv(nn.Module):
-    """PNA layer: towers over feature slices, optionally mixed by a linear layer."""
+    r"""PNA layer: towers over feature slices, optionally mixed by a linear layer.
+
+    Per tower, with messages :math:`m_{ij} = M [h_j, h_i, e_{ij}]` (:math:`e_{ij}` the trunk's edge
+    features when ``use_edge_features``; :math:`M` linear, or an MLP with ``pre_layers`` > 1):
+
+    .. math::
+        h_i' = U\left[h_i,\ igoplus_{s \in S} igoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})ight]
+
+    with aggregators :math:`A` (mean, min, max, std, sum), degree scalers :math:`S` (identity,
+    amplification :math:`\log(d+1)/\delta`, attenuation :math:`\delta/\log(d+1)`, :math:`\delta` the
+    training set's mean of :math:`\log(d+1)`) and :math:`U` linear (or an MLP with ``post_layers`` > 1).
+    An atom without neighbours aggregates 0.
+
+    Args:
+        in_dim: input node feature width.
+        out_dim: output width.
+        options: aggregators, scalers, towers, use_edge_features, mixing, pre/post layers, divide_input.
+        context: edge feature width and the training in-degree histogram.
+
+    Shapes:
+        node features (N, in_dim), edge features (E, edge_dim) or None -> (N, out_dim).
+    """
 
     def __init__(self, in_dim: int, out_dim: int, options: PNAOptions, context: ConvContext):
         super().__init__()
         towers = options.towers
         if (options.divide_input and in_dim % towers) or out_dim % towers:
             raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths ({in_dim}, {out_dim})")
+        if options.use_edge_features and context.edge_dim <= 0:
+            raise ConfigError("pna: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
+                              "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
         edge_dim = context.edge_dim if options.use_edge_features else 0
         self.uses_edge_features = edge_dim > 0
         self.divide_input = options.divide_input
         tower_in = in_dim // towers if options.divide_input else in_dim
         self.towers = nn.ModuleList(
             PNATower(tower_in, out_dim // towers, edge_dim, options.aggregators, options.scalers,
-                     options.pre_layers, options.post_layers)
+                     options.pre_layers, options.post_layers, mean_degree(context.degree_histogram or [0, 1]))
             for _ in range(towers))
         self.mixing = nn.Linear(out_dim, out_dim) if options.mixing else None
         # Saved with the model: the scalers must see the training set's delta after a restore.
@@ -167,5 +212,6 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 
 @hookimpl
 def register_convs(register):
-    register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on DGL's fused built-ins",
-                      options=PNAOptions, factory=make_pna))
+    register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on fused gather-reduce kernels",
+                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features,
+                      kernels=("dgl", "torch")))

@@ -65,4 +65,5 @@ def make_sage(in_dim: int, out_dim: int, options: SAGEOptions, context: ConvCont
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="sage", description="GraphSAGE (mean, pool or gcn aggregator)",
-                      options=SAGEOptions, factory=make_sage))
+                      options=SAGEOptions, factory=make_sage, uses_edge_features=False,
+                      kernels=("dgl", "torch")))

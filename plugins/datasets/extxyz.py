@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from hydradgl import hookimpl
-from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files
+from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files, skip_summary
 from hydradgl.data.records import RawDataset, Structure
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -40,6 +40,24 @@ def read_frames(path: Path):
         raise DataError(f"{path}: not a readable extxyz file ({type(exc).__name__}: {exc})") from None
 
 
+def _numbers(value, source: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: {what} is {value!r}, expected numbers") from None
+
+
+def _same_widths(structures: list[Structure], arrays: str, key_path: str) -> dict[str, int]:
+    """The width of each target/input, which every structure must share (a model head has one width)."""
+    widths = {k: int(v.shape[-1]) for k, v in getattr(structures[0], arrays).items()}
+    for s in structures[1:]:
+        for k, v in getattr(s, arrays).items():
+            if int(v.shape[-1]) != widths[k]:
+                raise DataError(f"{s.source}: {key_path} {k!r} has {v.shape[-1]} components, but "
+                                f"{structures[0].source} has {widths[k]}; every structure needs the same number")
+    return widths
+
+
 def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None,
                  node_inputs: list[str] = ()) -> Structure:
     values = {}
@@ -51,13 +69,14 @@ def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None
         if found is None:
             raise DataError(f"{source}: missing {'info key' if t.level == 'graph' else 'per-atom array'} {t.key!r} "
                             f"for target {name!r}")
-        v = np.asarray(found, dtype=float)
+        v = _numbers(found, source, f"{t.key!r} (target {name!r})")
         values[name] = v.reshape(-1) if t.level == "graph" else v.reshape(len(atoms), -1)
     inputs = {}
     for key in node_inputs:
         if key not in atoms.arrays:
             raise DataError(f"{source}: missing per-atom array {key!r} (dataset.options.node_inputs)")
-        inputs[key] = np.asarray(atoms.arrays[key], dtype=float).reshape(len(atoms), -1)
+        inputs[key] = _numbers(atoms.arrays[key], source, f"{key!r} (dataset.options.node_inputs)").reshape(
+            len(atoms), -1)
     cell = np.array(atoms.cell[:]) if atoms.cell.rank == 3 else None
     return Structure(numbers=atoms.numbers.astype(np.int64), positions=atoms.positions.astype(float), cell=cell,
                      pbc=tuple(bool(p) for p in atoms.pbc), targets=values, node_inputs=inputs, source=source)
@@ -75,11 +94,19 @@ def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
                 raise
             skipped.append(str(exc))
     if not structures:
-        raise DataError(f"{options.path}: no readable structures ({len(skipped)} file(s) skipped)")
-    dims = {k: structures[0].node_inputs[k].shape[1] for k in options.node_inputs}
-    infos = {n: t.info(dim=int(structures[0].targets[n].shape[-1])) for n, t in options.targets.items()}
+        raise DataError(f"{options.path}: no readable structures ({skip_summary(skipped)})")
+    dims = _same_widths(structures, "node_inputs", "node input")
+    widths = _same_widths(structures, "targets", "target")
+    infos = {n: t.info(dim=widths[n]) for n, t in options.targets.items()}
     return RawDataset(structures=structures, targets=infos, node_inputs=dims, fingerprint=fingerprint_extxyz(options, context),
-                      skipped=skipped, log=[f"extxyz: {len(structures)} structures"])
+                      skipped=skipped, log=[f"extxyz: {len(structures)} structures",
+                                            *([skip_summary(skipped)] if skipped else [])])
+
+
+def read_extxyz_structures(path: Path, options: ExtxyzOptions | None) -> list[Structure]:
+    """Every frame of one file for ``predict`` (the lattice is the file's own; extra inputs if the model has them)."""
+    inputs = options.node_inputs if options is not None else []
+    return [to_structure(a, f"{path}#{i}", None, inputs) for i, a in enumerate(read_frames(path))]
 
 
 def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
@@ -89,4 +116,5 @@ def fingerprint_extxyz(options: ExtxyzOptions, context: DatasetContext) -> str:
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="extxyz", description="extxyz files read with ASE (info keys and per-atom arrays)",
-                         options=ExtxyzOptions, factory=load_extxyz, fingerprint=fingerprint_extxyz))
+                         options=ExtxyzOptions, factory=load_extxyz, fingerprint=fingerprint_extxyz,
+                         read_structures=read_extxyz_structures, suffixes=(".xyz", ".extxyz")))

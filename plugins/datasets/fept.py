@@ -19,9 +19,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hydradgl import hookimpl
+from hydradgl.atomic import default_mode, remove_stale_temporaries, temp_prefix
+from hydradgl.data.cache import unwritable_cache
 from hydradgl.data.records import RawDataset
 from hydradgl.plugins import DatasetContext, DatasetSpec
-from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, write_lsms
+from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, read_lsms_structures, write_lsms
 
 FE, PT = 26, 78
 GENERATOR_VERSION = 1
@@ -37,14 +39,10 @@ class FePtOptions(BaseModel):
     c: float = Field(3.74, gt=0, description="BCT lattice constant c (Angstrom).")
     noise: float = Field(0.0, ge=0, description="Std of Gaussian noise added to energies (Ry) and moments (mu_B).")
 
-    @property
-    def cell(self) -> list[list[float]]:
-        """The supercell's lattice vectors (rows, Angstrom): periodic images of new LSMS files use them."""
-        return lattice(self.a, self.c)[1].tolist()
-
-    @property
-    def pbc(self) -> tuple[bool, bool, bool]:
-        return (True, True, True)
+    def lsms(self, path: Path, pattern: str = "*") -> LSMSOptions:
+        """How the generated files are read: 32 atoms, the supercell's lattice (periodic images of new
+        LSMS files given to ``predict`` use it too)."""
+        return LSMSOptions(path=path, pattern=pattern, num_atoms=32, cell=lattice(self.a, self.c)[1].tolist())
 
 
 # Toy-model parameters (docs/data.md explains them).
@@ -130,18 +128,30 @@ def _generation_key(options: FePtOptions) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def file_name(fe: np.ndarray, i: int) -> str:
+    return f"fept_{int(fe.sum()):02d}fe_{i:06d}.lsms"
+
+
+def missing_files(options: FePtOptions, folder: Path) -> list[str]:
+    """Files the generator writes for ``options`` that ``folder`` lacks (the sampling is deterministic)."""
+    present = {p.name for p in folder.glob("*.lsms")}
+    occupations = sample_occupations(options.max_per_composition, options.seed)
+    return [name for name in (file_name(fe, i) for i, fe in enumerate(occupations)) if name not in present]
+
+
 def generate(options: FePtOptions, folder: Path) -> None:
     """Write every configuration as an LSMS file into ``folder`` (atomically: all or nothing)."""
     positions, cell = lattice(options.a, options.c)
     first, second = shell_matrices(positions, cell)
     rng = np.random.default_rng(options.seed + 1)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    remove_stale_temporaries(folder.parent)  # partial folders of killed generations
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(folder), suffix=".tmp", dir=folder.parent))
+    os.chmod(tmp, default_mode(directory=True))
     try:
         for i, fe in enumerate(sample_occupations(options.max_per_composition, options.seed)):
             energy, charges, moments = toy_model(fe, first, second, rng, options.noise)
-            write_lsms(tmp / f"fept_{int(fe.sum()):02d}fe_{i:06d}.lsms", energy, np.where(fe, FE, PT),
-                       positions, charges, moments)
+            write_lsms(tmp / file_name(fe, i), energy, np.where(fe, FE, PT), positions, charges, moments)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -155,20 +165,44 @@ def generate(options: FePtOptions, folder: Path) -> None:
 
 def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
     folder = Path(context.cache_dir) / "raw" / f"fept-{_generation_key(options)}"
+    notes = []
+    missing = missing_files(options, folder) if folder.is_dir() else []
+    if missing:  # a lost file would silently shrink the data set under the same cache key
+        notes.append(f"fept: {folder} lacks {len(missing)} generated file(s) (e.g. {missing[0]}): regenerated it")
+        _discard(folder)
     generated = not folder.is_dir()
     if generated:
-        generate(options, folder)
-    raw = load_lsms(LSMSOptions(path=folder, pattern="*.lsms", num_atoms=32, cell=options.cell), context)
-    raw.log.insert(0, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
-                      + (" (generated now)" if generated else ""))
+        try:
+            generate(options, folder)
+        except OSError as exc:
+            raise unwritable_cache(exc) from None
+    raw = load_lsms(options.lsms(folder, "*.lsms"), context)
+    raw.log[:0] = [*notes, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
+                   + (" (generated now)" if generated else "")]
     return raw
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged generated folder aside (atomically) and delete it; another process may race us."""
+    doomed = folder.with_name(temp_prefix(folder) + "discard.tmp")
+    try:
+        os.replace(folder, doomed)
+    except OSError:
+        return  # someone else moved it first
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def fingerprint_fept(options: FePtOptions, context: DatasetContext) -> str:
     return f"fept-{_generation_key(options)}"
 
 
+def read_fept_structures(path: Path, options: FePtOptions | None) -> list:
+    """An LSMS file for ``predict``, with the FePt supercell's lattice."""
+    return read_lsms_structures(path, (options or FePtOptions()).lsms(path))
+
+
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="fept", description="Generated FePt-like BCT alloy (32 atoms), targets H, C, M",
-                         options=FePtOptions, factory=load_fept, fingerprint=fingerprint_fept))
+                         options=FePtOptions, factory=load_fept, fingerprint=fingerprint_fept,
+                         read_structures=read_fept_structures, suffixes=(".lsms",)))

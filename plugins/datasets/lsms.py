@@ -3,14 +3,15 @@
 Format (whitespace separated, ``#`` starts a comment line; an optional ``# atoms: N`` comment declares
 the atom count, checked like the ``num_atoms`` option):
 
-* line 1: graph-level values; column 0 is the total energy (Ry);
+* line 1: graph-level values; column 0 is the total energy (Ry by default: ``energy_unit``);
 * every further line is one atom: ``Z index x y z charge moment [more columns]`` with Z the proton
-  number, ``index`` running 0..n-1, x y z Cartesian positions in Angstrom, ``charge`` the atom's
-  electron count and ``moment`` its magnetic moment (mu_B).
+  number (or a type index 0..T-1 with ``species_by_type``), ``index`` running 0..n-1, x y z Cartesian
+  positions in Angstrom, ``charge`` the atom's electron count and ``moment`` its magnetic moment.
 
-Targets: ``C`` = charge - Z (charge transfer, node), ``M`` = moment (node), ``H`` = mixing enthalpy
-E_total - sum_t N_t e_t (graph), with reference energies e_t per element from the pure-element
-configurations in the data set, or given in the options. More columns can be named as targets.
+Derived targets (option ``derived``, default all three, the LSMS physics): ``C`` = charge - Z (charge
+transfer, node), ``M`` = moment (node), ``H`` = mixing enthalpy E_total - sum_t N_t e_t (graph), with
+reference energies e_t per element from the pure-element configurations in the data set, or given in
+the options; they are demanded only when a head predicts H. More columns can be named as targets.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Annotated, Iterable, Literal
 
 import numpy as np
 from pydantic import Field
 
 from hydradgl import hookimpl
-from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files
+from hydradgl.data.files import FileSetOptions, TargetSource, fingerprint_files, list_files, skip_summary
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, DatasetSpec
@@ -41,23 +42,39 @@ class ColumnTarget(TargetSource):
 
 class LSMSOptions(FileSetOptions):
     num_atoms: int | None = Field(None, ge=1, description="Expected atoms per file (checked when set).")
+    species_by_type: list[int] | None = Field(
+        None, min_length=1, description="Column 0 holds a type index 0..T-1 (HydraGNN's synthetic data), mapped "
+        "to these proton numbers in order; default: column 0 is the proton number.")
+    derived: list[Literal["H", "C", "M"]] = Field(
+        ["H", "C", "M"], description="Targets derived from the LSMS columns (H: mixing enthalpy, C: charge "
+        "transfer, M: magnetic moment).")
+    energy_unit: str = Field("Ry", description="Unit of the energy column (and so of H and reference energies).")
+    moment_unit: str = Field("mu_B", description="Unit of the moment column (M).")
     reference_energies: dict[int, float] | None = Field(
-        None, description="Per-element reference energies (Ry) by proton number; default: pure-element files.")
-    energy_column: int = Field(0, ge=0, description="Column of line 1 holding the total energy (Ry), for H.")
+        None, description="Per-element reference energies (energy_unit per atom) by proton number; default: "
+        "pure-element files.")
+    energy_column: int = Field(0, ge=0, description="Column of line 1 holding the total energy, for H.")
     charge_column: int = Field(5, ge=0, description="Atom-line column of the electron count, for C = charge - Z.")
     moment_column: int = Field(6, ge=0, description="Atom-line column of the magnetic moment, for M.")
     extra_targets: dict[str, ColumnTarget] = Field(default_factory=dict, description="More targets by column.")
     input_columns: dict[str, int] = Field(
         default_factory=dict, description="Extra per-atom model inputs: name -> atom-line column.")
-    cell: list[list[float]] | None = Field(None, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
+    cell: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        None, min_length=3, max_length=3, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
     pbc: tuple[bool, bool, bool] = Field((True, True, True), description="Periodic axes when a cell is given.")
 
 
-BUILTIN_TARGETS = {
-    "H": TargetInfo(level="graph", unit="Ry", description="mixing enthalpy E_total - sum_t N_t e_t"),
-    "C": TargetInfo(level="node", unit="e", description="charge transfer: electron count - Z"),
-    "M": TargetInfo(level="node", unit="mu_B", description="magnetic moment"),
-}
+def derived_targets(options: LSMSOptions) -> dict[str, TargetInfo]:
+    """What each derived target is, in the options' units and columns (``data info`` shows this)."""
+    return {
+        "H": TargetInfo(level="graph", unit=options.energy_unit, extensive=True,
+                        description=f"derived: mixing enthalpy, line-1 column {options.energy_column} "
+                                    "E_total - sum_t N_t e_t"),
+        "C": TargetInfo(level="node", unit="e",
+                        description=f"derived: charge transfer, atom column {options.charge_column} - Z"),
+        "M": TargetInfo(level="node", unit=options.moment_unit,
+                        description=f"read: magnetic moment, atom column {options.moment_column}"),
+    }
 
 
 def _floats(tokens: list[str], path: Path, line_no: int) -> list[float]:
@@ -80,8 +97,11 @@ def _is_float(token: str) -> bool:
     return True
 
 
-def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Parse one file into (graph values (G,), atom table (n, C)); DataError names file and line."""
+def read_lsms(path: Path, num_atoms: int | None = None,
+              species_by_type: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Parse one file into (graph values (G,), atom table (n, C)); DataError names file and line.
+
+    Column 0 of the table holds proton numbers (type indices are mapped with ``species_by_type``)."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -111,6 +131,8 @@ def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.
     declared = _declared_atoms(text, path)
     if declared is not None and declared[1] != len(atoms):
         raise DataError(f"{path}:{declared[0]}: header declares {declared[1]} atoms, found {len(atoms)} atom lines")
+    if species_by_type is not None:
+        _map_types(table, species_by_type, path, [r[0] for r in atoms])
     z = table[:, 0]
     bad_z = np.flatnonzero((z != np.round(z)) | (z < 1) | (z > 118))
     if bad_z.size:
@@ -125,7 +147,19 @@ def read_lsms(path: Path, num_atoms: int | None = None) -> tuple[np.ndarray, np.
     return graph, table
 
 
-ATOMS_HEADER = re.compile(r"^[ \t]*#[ \t]*atoms[ \t]*[:=]?[ \t]*(\S*)", re.MULTILINE | re.IGNORECASE)
+def _map_types(table: np.ndarray, species: list[int], path: Path, line_numbers: list[int]) -> None:
+    """Replace type indices 0..T-1 in column 0 by the proton numbers ``species[t]``."""
+    types = table[:, 0]
+    bad = np.flatnonzero((types != np.round(types)) | (types < 0) | (types >= len(species)))
+    if bad.size:
+        raise DataError(f"{path}:{line_numbers[bad[0]]}: type index {types[bad[0]]:g}, expected 0..{len(species) - 1} "
+                        f"(dataset.options.species_by_type lists {len(species)} species)")
+    table[:, 0] = np.asarray(species, dtype=float)[types.astype(np.int64)]
+
+
+# A comment declaring the atom count: ``# atoms: 32``, ``# atoms = 32`` or ``# atoms 32`` (a number is
+# required for it to count: ``# atoms listed below`` is an ordinary comment).
+ATOMS_HEADER = re.compile(r"^[ \t]*#[ \t]*atoms[ \t]*(?:[:=][ \t]*(\S*)|(\d+)\b)", re.MULTILINE | re.IGNORECASE)
 
 
 def _declared_atoms(text: str, path: Path) -> tuple[int, int] | None:
@@ -136,9 +170,10 @@ def _declared_atoms(text: str, path: Path) -> tuple[int, int] | None:
     if match is None:
         return None
     line_no = text.count("\n", 0, match.start()) + 1
-    if not match.group(1).isdigit():
-        raise DataError(f"{path}:{line_no}: '# atoms:' header must give a whole number, got {match.group(1)!r}")
-    return line_no, int(match.group(1))
+    count = match.group(1) if match.group(1) is not None else match.group(2)
+    if not count.isdigit():
+        raise DataError(f"{path}:{line_no}: '# atoms:' header must give a whole number, got {count!r}")
+    return line_no, int(count)
 
 
 def _check_distinct_positions(pos: np.ndarray, path: Path, line_numbers: list[int]) -> None:
@@ -170,14 +205,30 @@ def reference_energies(structures: Iterable[tuple[np.ndarray, float]]) -> dict[i
     return {z: float(np.mean(v)) for z, v in sums.items()}
 
 
+def _reference_energies(options: LSMSOptions, numbers_of: list[np.ndarray], energies: list[float],
+                        log: list[str]) -> dict[int, float] | str:
+    """Per-element reference energies for H, or why there are none for some element."""
+    if options.reference_energies is not None:
+        refs = {int(k): float(v) for k, v in options.reference_energies.items()}
+        log.append(f"mixing enthalpy: reference energies ({options.energy_unit}/atom) from the config: {refs}")
+    else:
+        refs = reference_energies(zip(numbers_of, energies))
+        log.append(f"mixing enthalpy: reference energies ({options.energy_unit}/atom) from pure-element files: {refs}")
+    missing = sorted({int(z) for n in numbers_of for z in np.unique(n)} - set(refs))
+    if missing:
+        return (f"{options.path}: no reference energy for element(s) {missing}: add pure-element "
+                "files or set dataset.options.reference_energies")
+    return refs
+
+
 def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
-    """Read every file, derive H, C, M (and extra targets), and fingerprint the raw bytes."""
+    """Read every file, derive H, C, M (as asked) and extra targets, and fingerprint the raw bytes."""
     parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
     skipped: list[str] = []
     digest = hashlib.sha256(options.model_dump_json().encode())
     for path in list_files(options.path, options.pattern):
         try:
-            graph, table = read_lsms(path, options.num_atoms)
+            graph, table = read_lsms(path, options.num_atoms, options.species_by_type)
         except DataError as exc:
             if not context.skip_bad_files:
                 raise
@@ -187,40 +238,53 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
         digest.update(table.tobytes())
         parsed.append((path, graph, table))
     if not parsed:
-        raise DataError(f"{options.path}: no readable LSMS files ({len(skipped)} skipped)")
-    log = [f"skipped {len(skipped)} bad file(s)"] if skipped else []
+        raise DataError(f"{options.path}: no readable LSMS files ({skip_summary(skipped)})")
+    log = [skip_summary(skipped)] if skipped else []
     numbers_of = [t[:, 0].astype(np.int64) for _, _, t in parsed]
-    if options.reference_energies is not None:
-        refs = {int(k): float(v) for k, v in options.reference_energies.items()}
-        log.append(f"mixing enthalpy: reference energies from the config: {refs}")
-    else:
-        refs = reference_energies((n, g[0]) for n, (_, g, _) in zip(numbers_of, parsed))
-        log.append(f"mixing enthalpy: reference energies (Ry/atom) from pure-element files: {refs}")
-    missing = sorted({int(z) for n in numbers_of for z in np.unique(n)} - set(refs))
-    if missing:
-        raise DataError(f"{options.path}: no reference energy for element(s) {missing}: add pure-element "
-                        "files or set dataset.options.reference_energies")
+    derived = list(options.derived)
+    if "H" in derived:
+        energies = [float(_column(g, options.energy_column, "energy_column", p)[0]) for p, g, _ in parsed]
+        refs = _reference_energies(options, numbers_of, energies, log)
+        if isinstance(refs, str):
+            if context.targets is None or "H" in context.targets:
+                raise DataError(refs)
+            derived.remove("H")  # no head predicts H: leave it out instead of failing
+            log.append(f"H not derived (no head predicts it): {refs}")
     cell = np.array(options.cell, dtype=float) if options.cell is not None else None
     structures = []
     for (path, graph, table), numbers in zip(parsed, numbers_of):
-        ref = sum(refs[int(z)] for z in numbers)
-        energy = _column(graph, options.energy_column, "energy_column", path)
-        charge = _column(table, options.charge_column, "charge_column", path)
-        targets = {"H": energy - ref, "C": charge - table[:, :1],
-                   "M": _column(table, options.moment_column, "moment_column", path)}
+        targets = {}
+        if "H" in derived:
+            ref = sum(refs[int(z)] for z in numbers)
+            targets["H"] = _column(graph, options.energy_column, "energy_column", path) - ref
+        if "C" in derived:
+            targets["C"] = _column(table, options.charge_column, "charge_column", path) - table[:, :1]
+        if "M" in derived:
+            targets["M"] = _column(table, options.moment_column, "moment_column", path)
         for name, spec in options.extra_targets.items():
             targets[name] = _column(graph if spec.level == "graph" else table, spec.column,
                                     f"extra_targets.{name}.column", path)
-        inputs = {name: _column(table, col, f"input_columns.{name}", path)
-                  for name, col in options.input_columns.items()}
-        structures.append(Structure(numbers=numbers, positions=table[:, 2:5].copy(), cell=cell,
-                                    pbc=options.pbc if cell is not None else (False, False, False),
-                                    targets=targets, node_inputs=inputs, source=str(path)))
-    infos = dict(BUILTIN_TARGETS)
-    infos.update({n: s.info()
-                  for n, s in options.extra_targets.items()})
+        structures.append(_structure(path, table, numbers, cell, options, targets))
+    infos = {n: t for n, t in derived_targets(options).items() if n in derived}
+    infos.update({n: s.info() for n, s in options.extra_targets.items()})
     return RawDataset(structures=structures, targets=infos, node_inputs={n: 1 for n in options.input_columns},
                       fingerprint=digest.hexdigest(), log=log, skipped=skipped)
+
+
+def _structure(path: Path, table: np.ndarray, numbers: np.ndarray, cell: np.ndarray | None, options: LSMSOptions,
+               targets: dict[str, np.ndarray]) -> Structure:
+    inputs = {name: _column(table, col, f"input_columns.{name}", path) for name, col in options.input_columns.items()}
+    return Structure(numbers=numbers, positions=table[:, 2:5].copy(), cell=cell,
+                     pbc=options.pbc if cell is not None else (False, False, False),
+                     targets=targets, node_inputs=inputs, source=str(path))
+
+
+def read_lsms_structures(path: Path, options: LSMSOptions | None) -> list[Structure]:
+    """One file for ``predict``: positions, elements, extra inputs, and the options' lattice."""
+    options = options or LSMSOptions(path=path)
+    _, table = read_lsms(path, options.num_atoms, options.species_by_type)
+    cell = np.array(options.cell, dtype=float) if options.cell is not None else None
+    return [_structure(path, table, table[:, 0].astype(np.int64), cell, options, {})]
 
 
 def _column(values: np.ndarray, column: int, key: str, path: Path) -> np.ndarray:
@@ -239,4 +303,5 @@ def fingerprint_lsms(options: LSMSOptions, context: DatasetContext) -> str:
 @hookimpl
 def register_datasets(register):
     register(DatasetSpec(name="lsms", description="LSMS-3 text files (HydraGNN's format): H, C, M targets",
-                         options=LSMSOptions, factory=load_lsms, fingerprint=fingerprint_lsms))
+                         options=LSMSOptions, factory=load_lsms, fingerprint=fingerprint_lsms,
+                         read_structures=read_lsms_structures, suffixes=(".lsms",)))

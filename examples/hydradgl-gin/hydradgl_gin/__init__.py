@@ -24,8 +24,6 @@ class GINOptions(BaseModel):
 
 
 class GINConv(nn.Module):
-    uses_edge_features = False
-
     def __init__(self, in_dim: int, out_dim: int, options: GINOptions):
         super().__init__()
         layers: list[nn.Module] = []
@@ -50,4 +48,5 @@ def make_gin(in_dim: int, out_dim: int, options: GINOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="gin", description="Graph Isomorphism Network convolution (example plugin)",
-                      options=GINOptions, factory=make_gin))
+                      options=GINOptions, factory=make_gin, uses_edge_features=False,
+                      kernels=("dgl", "torch")))

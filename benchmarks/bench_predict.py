@@ -1,0 +1,91 @@
+"""Inference speed: model.predict on many FePt structures, and the ASE calculator's time per call.
+
+    python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--calc-threads 1] [--run DIR]
+
+Without --run it trains a throwaway model for one epoch (the paper's architecture: PNA x6, width 20;
+speed does not depend on the weights) on the built-in FePt data. Prints structures/s of
+``model.predict`` on ASE Atoms (graph building included) and the calculator's ms per call for energy
+alone and energy + forces of a 32-atom periodic cell (the latter with a CGCNN model, since the paper's
+PNA does not read distances and so has no forces). Targets (issue 10): >= 3,000 structures/s on
+2 cores; <= 5 ms per energy + forces call on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+
+
+def train_throwaway(root: Path, **overrides) -> Path:
+    from hydradgl.configio import load_config
+    from hydradgl.train.run import train_run
+
+    cfg = load_config(None, {"training.epochs": 1, "dataset.options": {"max_per_composition": 20},
+                             "output_dir": str(root), **overrides})
+    return train_run(cfg, quiet=True, plots_enabled=False).run_dir
+
+
+def fept_atoms(n: int, seed: int = 0) -> list[Atoms]:
+    from hydradgl_plugins.datasets.fept import lattice
+
+    positions, cell = lattice(3.86, 3.72)
+    rng = np.random.default_rng(seed)
+    return [Atoms(numbers=np.where(rng.random(32) < rng.random(), 26, 78), positions=positions, cell=cell, pbc=True)
+            for _ in range(n)]
+
+
+def per_call_ms(calc, atoms: Atoms, properties: list[str], calls: int) -> float:
+    calc.calculate(atoms, properties)  # warm up
+    start = time.perf_counter()
+    for i in range(calls):
+        atoms.positions[i % len(atoms), 0] += 1e-4  # a new geometry every call, as in MD
+        calc.calculate(atoms, properties)
+    return 1e3 * (time.perf_counter() - start) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--structures", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--calc-threads", type=int, default=1,
+                        help="torch threads for the calculator (one small cell: 1 avoids thread hand-offs).")
+    parser.add_argument("--run", type=Path, help="An existing run directory (default: train a throwaway one).")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import hydradgl
+    from hydradgl.ase import HydraCalculator
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = args.run or train_throwaway(Path(tmp) / "pna")
+        model = hydradgl.load(run)
+        structures = fept_atoms(args.structures)
+        model.predict(structures[:512], batch_size=args.batch_size)  # warm up
+        start = time.perf_counter()
+        result = model.predict(structures, batch_size=args.batch_size)
+        seconds = time.perf_counter() - start
+        print(f"predict: {len(result.structures)} structures ({len(result.atoms)} atoms) in {seconds:.2f} s = "
+              f"{len(structures) / seconds:.0f} structures/s ({args.threads} threads, batch {args.batch_size})")
+
+        torch.set_num_threads(args.calc_threads)
+        atoms = fept_atoms(1, seed=1)[0]
+        atoms.rattle(0.02, seed=0)
+        calc = HydraCalculator(model, properties={"energy": "H"})
+        print(f"ASE calculator, {model.cfg.model.conv} x{model.cfg.model.layers}, energy only ({args.calc_threads} thread(s)): "
+              f"{per_call_ms(calc, atoms, ['energy'], args.calls):.2f} ms/call (32 atoms)")
+        smooth = train_throwaway(Path(tmp) / "cgcnn", **{"model.conv": "cgcnn", "graph.periodic": True})
+        calc = HydraCalculator(smooth, properties={"energy": "H"})
+        print(f"ASE calculator, cgcnn x{calc.model.cfg.model.layers} periodic, energy + forces ({args.calc_threads} thread(s)): "
+              f"{per_call_ms(calc, atoms, ['energy', 'forces'], args.calls):.2f} ms/call (32 atoms)")
+
+
+if __name__ == "__main__":
+    main()

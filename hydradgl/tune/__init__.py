@@ -1,0 +1,1 @@
+"""Hyper-parameter search on Optuna (``hydradgl tune``); Optuna is imported only when a search runs."""

@@ -1,0 +1,91 @@
+"""E(n)-equivariant graph convolution (Satorras, Hoogeboom, Welling, ICML 2021), invariant form."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.nn import functional as F
+
+from hydradgl import hookimpl
+from hydradgl.errors import ConfigError
+from hydradgl.model.layers import EdgeGeometry
+from hydradgl.plugins import ConvContext, ConvSpec
+
+
+class EGNNOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    use_edge_features: bool = Field(False, description="Also feed the trunk's edge features (a_ij) into the edge "
+                                                        "network, beside the squared distance.")
+    envelope: bool = Field(True, description="Multiply each message by the cosine cutoff of its distance, so "
+                                             "messages fade out smoothly at the cutoff radius.")
+
+
+class EGNNConv(nn.Module):
+    r"""EGNN layer with fixed coordinates: messages depend on the invariant squared distance.
+
+    .. math::
+        m_{ij} = f_c(r_{ij})\, \phi_e\!\left(h_i, h_j, \|x_i - x_j\|^2 / r_c^2 \,[, a_{ij}]\right), \qquad
+        h_i' = h_i + \phi_h\!\left(h_i, \sum_{j \in N(i)} m_{ij}\right)
+
+    with :math:`\phi_e` and :math:`\phi_h` two-layer perceptrons with SiLU (after both layers of
+    :math:`\phi_e`, between the layers of :math:`\phi_h`), as in the paper; :math:`a_{ij}` the trunk's
+    edge features when ``use_edge_features`` is set, and :math:`f_c` the cosine cutoff when
+    ``envelope`` is set (the paper works on complete graphs; on a radius graph the envelope keeps the
+    model continuous as atoms cross the cutoff). The paper's coordinate update
+    :math:`x_i' = x_i + C \sum_j (x_i - x_j)\, \phi_x(m_{ij})` is not applied: coordinates stay fixed,
+    so node features, and every head on them, are invariant under rotations, translations and
+    permutations. The first layer of :math:`\phi_e` is split by its inputs, so the receiver and sender
+    terms are computed per node, not per edge.
+
+    Args:
+        dim: node feature width (in and out: the update is residual).
+        edge_dim: width of the trunk's edge features (used only with ``use_edge_features``).
+        use_edge_features: add the edge features to the edge network's input.
+        envelope: multiply messages by the cosine cutoff.
+
+    Shapes:
+        node features (N, dim), geometry (E,) distances [, edge features (E, edge_dim)] -> (N, dim).
+    """
+
+    uses_geometry = True
+
+    def __init__(self, dim: int, edge_dim: int = 0, use_edge_features: bool = False, envelope: bool = True):
+        super().__init__()
+        self.uses_edge_features = use_edge_features
+        self.envelope = envelope
+        self.edge_dst = nn.Linear(dim, dim)  # first layer of phi_e on h_i (with its bias)
+        self.edge_src = nn.Linear(dim, dim, bias=False)  # ... on h_j
+        self.edge_dist = nn.Parameter(torch.empty(dim))  # ... on the squared distance
+        nn.init.uniform_(self.edge_dist, -1.0, 1.0)
+        self.edge_attr = nn.Linear(edge_dim, dim, bias=False) if use_edge_features else None
+        self.edge_out = nn.Linear(dim, dim)  # second layer of phi_e
+        self.node_net = nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
+
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
+                geometry: EdgeGeometry | None = None) -> torch.Tensor:
+        d2 = (geometry.dist / geometry.cutoff).square().unsqueeze(1)
+        z = graph.u_add_v(self.edge_src(h), self.edge_dst(h)) + d2 * self.edge_dist
+        if self.edge_attr is not None:
+            z = z + self.edge_attr(edge_attr)
+        m = F.silu(self.edge_out(F.silu(z)))
+        if self.envelope:
+            m = m * geometry.envelope.unsqueeze(1)
+        return h + self.node_net(torch.cat([h, graph.reduce(m, "sum")], dim=1))
+
+
+def make_egnn(in_dim: int, out_dim: int, options: EGNNOptions, context: ConvContext) -> EGNNConv:
+    if in_dim != out_dim:
+        raise ConfigError(f"egnn keeps the feature width: in ({in_dim}) and out ({out_dim}) widths must match")
+    if options.use_edge_features and context.edge_dim <= 0:
+        raise ConfigError("egnn: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
+                          "set model.edge_features to 'gaussian' or turn the option off")
+    return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope)
+
+
+@hookimpl
+def register_convs(register):
+    register(ConvSpec(name="egnn", description="E(n)-equivariant GNN (invariant: squared distances, fixed coordinates)",
+                      options=EGNNOptions, factory=make_egnn, kernels=("dgl", "torch"),
+                      uses_edge_features=lambda o: o.use_edge_features))

@@ -1,0 +1,106 @@
+"""The ASE calculator: energies and node properties, forces and stress against finite differences,
+periodic cells, a short relaxation, and the clear error when a model cannot give forces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.optimize import BFGS
+
+import hydradgl
+from hydradgl.ase import ForcesUnavailable, HydraCalculator
+from hydradgl.errors import ConfigError
+from hydradgl.train.run import train_run
+from tests.conftest import small_config
+
+
+@pytest.fixture(scope="module")
+def smooth_run(tmp_path_factory):
+    """A small periodic CGCNN model: its energy depends on distances through Gaussian edge features."""
+    cfg = small_config(tmp_path_factory.mktemp("ase"), **{"model.conv": "cgcnn", "graph.periodic": True,
+                                                         "graph.radius": 5.0, "training.epochs": 1})
+    return train_run(cfg, quiet=True, plots_enabled=False).run_dir
+
+
+@pytest.fixture(scope="module")
+def pna_run(tmp_path_factory, small_prepared):
+    """The default PNA model: distances only through the cutoff."""
+    return train_run(small_config(tmp_path_factory.mktemp("pna")), data=small_prepared, quiet=True,
+                     plots_enabled=False).run_dir
+
+
+def fept_cell(seed: int = 0, rattle: float = 0.05) -> Atoms:
+    from hydradgl_plugins.datasets.fept import lattice
+
+    positions, cell = lattice(3.86, 3.72)
+    rng = np.random.default_rng(seed)
+    numbers = np.where(rng.random(len(positions)) < 0.5, 26, 78)
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    atoms.rattle(rattle, seed=seed)
+    return atoms
+
+
+def test_forces_and_stress_match_finite_differences(smooth_run):
+    calc = HydraCalculator(smooth_run, properties={"energy": "H", "charges": "C", "magmoms": "M"},
+                           dtype=torch.float64)
+    atoms = fept_cell()
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert forces.shape == (32, 3) and np.abs(forces).max() > 1e-4
+    some = [0, 7, 18, 31]  # a few atoms keep the test fast; every atom goes through the same code
+    numeric = calculate_numerical_forces(atoms, eps=1e-4, iatoms=some)
+    np.testing.assert_allclose(forces[some], numeric, atol=1e-6 * max(1.0, np.abs(numeric).max()))
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), atol=1e-7, rtol=1e-4)
+    np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-8)  # translation invariance: no net force
+
+
+def test_periodic_images_and_translation(smooth_run):
+    """Energy is unchanged by a rigid translation and by wrapping atoms back into the cell."""
+    calc = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64)
+    atoms = fept_cell(seed=1)
+    energy = calc.get_potential_energy(atoms)
+    moved = atoms.copy()
+    moved.translate([1.3, -0.7, 2.9])
+    assert calc.get_potential_energy(moved) == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    moved.wrap()
+    assert calc.get_potential_energy(moved) == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(calc.get_forces(moved), calc.get_forces(atoms), atol=1e-9)
+
+
+def test_results_match_predict_in_ev_and_node_properties(smooth_run):
+    model = hydradgl.load(smooth_run)
+    calc = HydraCalculator(model, properties={"energy": "H", "charges": "C", "magmoms": "M", "moment": "M"})
+    atoms = fept_cell(seed=2)
+    expected = model.predict(atoms)
+    assert calc.get_potential_energy(atoms) == pytest.approx(expected.structures["H"][0] * 13.605693, rel=1e-5)
+    np.testing.assert_allclose(calc.get_charges(atoms), expected.atoms["C"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(calc.get_magnetic_moments(atoms), expected.atoms["M"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(calc.results["moment"], expected.atoms["M"], rtol=1e-5, atol=1e-6)
+
+
+def test_short_relaxation_lowers_the_energy(smooth_run):
+    atoms = fept_cell(seed=3, rattle=0.1)
+    atoms.calc = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64)
+    start = atoms.get_potential_energy()
+    BFGS(atoms, logfile=None, maxstep=0.02).run(fmax=1e-4, steps=5)
+    assert atoms.get_potential_energy() < start
+
+
+def test_forces_from_a_distance_blind_model_are_a_clear_error(pna_run):
+    calc = HydraCalculator(pna_run, properties={"energy": "H"})
+    atoms = fept_cell()
+    atoms.calc = calc
+    assert np.isfinite(atoms.get_potential_energy())
+    with pytest.raises(ForcesUnavailable, match="pna' does not use edge features.*piecewise constant"):
+        atoms.get_forces()
+
+
+def test_bad_property_mapping_is_named(pna_run):
+    with pytest.raises(ConfigError, match=r"properties\['energy'\]: head 'M' is node-level"):
+        HydraCalculator(pna_run, properties={"energy": "M"})
+    with pytest.raises(ConfigError, match=r"properties\['charges'\]: no head 'Q'.*heads: H, C, M"):
+        HydraCalculator(pna_run, properties={"charges": "Q"})
