@@ -16,8 +16,6 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
-
 from hydradgl.config import GraphConfig, RunConfig
 from hydradgl.configio import parse_options
 from hydradgl.data import cache
@@ -158,8 +156,6 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
         stored = build_store(folder, chunks(), raw.targets, raw.node_inputs, build_notes)
     except OSError as exc:
         raise cache.unwritable_cache(exc) from None
-    if stored.graphs.node_ptr.shape[0] == 1:
-        raise DataError(f"dataset {cfg.dataset.name!r} gives no structures")
     folder.with_suffix(".npz").unlink(missing_ok=True)
     notes = [*stored.manifest["log"], f"processed graphs not cached: dataset plugin {spec.name!r} gives no fingerprint"
              if uncached else f"processed graphs written to cache {folder}"]
