@@ -3,6 +3,7 @@ direct computation, views against copies, split files."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from functools import partial
 
@@ -232,3 +233,17 @@ def test_a_second_writer_uses_the_cache_published_first(tmp_path):
     second, _ = build(tmp_path, items)  # as a DDP rank that lost the race to build the same cache
     assert second.folder == first.folder and [p.name for p in tmp_path.iterdir()] == ["s"]
     np.testing.assert_array_equal(second.graphs.src, first.graphs.src)
+
+
+def test_a_killed_builds_folder_is_removed_by_the_next_build(tmp_path):
+    from tests.test_reliability import _dead_pid
+
+    stale = tmp_path / f".s.{_dead_pid()}.build.tmp"  # the temp folder a killed build would leave
+    fresh = tmp_path / f".t.{_dead_pid()}.build.tmp"  # ... recently touched: maybe a writer on another host
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "src.npy").write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+    stored, _ = build(tmp_path, structures(3))
+    assert not stale.exists() and fresh.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "s"] and len(stored.graphs) == 3
