@@ -88,6 +88,15 @@ def test_data_prepare_and_info():
     assert "Fe16Pt16" in info.output and "mu_B" in info.output
 
 
+def test_data_prepare_with_workers_builds_the_cache_folder(tmp_path):
+    built = run("data", "prepare", "--config", SMOKE, "--workers", "2", "--set", f"dataset.cache_dir={tmp_path}")
+    assert built.exit_code == 0, built.output
+    assert "processed graphs written to cache" in built.stderr and "157 graphs ready" in built.stderr
+    manifest = json.loads(next((tmp_path / "processed").glob("*/manifest.json")).read_text())
+    assert manifest["counts"]["graphs"] == 157 and manifest["counts"]["nodes"] == 5024
+    assert run("data", "prepare", "--config", SMOKE, "--workers", "0").exit_code != 0
+
+
 def test_data_commands_offer_only_data_flags():
     for command in ("prepare", "info"):
         text = run("data", command, "--help").output

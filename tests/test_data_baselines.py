@@ -18,7 +18,7 @@ def graph_set(structures: list[list[int]], graph_values: list[float], node_value
     """Graphs without edges: only elements and targets matter to the baselines."""
     numbers = np.concatenate([np.asarray(s, dtype=np.int64) for s in structures])
     node_ptr = np.concatenate([[0], np.cumsum([len(s) for s in structures])]).astype(np.int64)
-    return GraphSet(species=np.zeros_like(numbers), numbers=numbers, node_inputs=np.zeros((len(numbers), 0)),
+    return GraphSet(numbers=numbers, node_inputs=np.zeros((len(numbers), 0)),
                     node_ptr=node_ptr, src=np.zeros(0, np.int64), dst=np.zeros(0, np.int64),
                     vec=np.zeros((0, 3)), dist=np.zeros(0), edge_ptr=np.zeros(len(structures) + 1, np.int64),
                     graph_targets={"E": np.asarray(graph_values, dtype=float).reshape(-1, 1)},

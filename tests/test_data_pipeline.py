@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from hydradgl.data import cache
+from hydradgl.data import store
 from hydradgl.data.loader import BatchLoader, collate
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import load_dataset, prepare_data
@@ -74,26 +76,30 @@ def test_cache_hit_then_corrupt_and_stale_rebuilt(tmp_path):
     assert any("read from cache" in n for n in second.log)
     np.testing.assert_array_equal(first.graphs.src, second.graphs.src)
     np.testing.assert_array_equal(first.graphs.node_targets["M"], second.graphs.node_targets["M"])
-    path = next((tmp_path / "processed").glob("*.npz"))
+    folder = next(p for p in (tmp_path / "processed").iterdir() if p.is_dir())
+    path = folder / "src.npy"
     path.write_bytes(path.read_bytes()[:1000])  # truncated, as after a crash of another writer
     third = load_dataset(cfg)
-    assert any("unreadable" in n and "rebuilding" in n for n in third.log)
+    assert any("truncated" in n and "rebuilding" in n for n in third.log)
     np.testing.assert_array_equal(first.graphs.dst, third.graphs.dst)
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"edges": ', '"edges": 1'))  # edited by hand: checksum fails
+    assert any("checksum" in n and "rebuilding" in n for n in load_dataset(cfg).log)
     other = load_dataset(small_config(**{"dataset.cache_dir": str(tmp_path), "graph.radius": 3.0}))
     assert other.graphs.num_edges.sum() < first.graphs.num_edges.sum()  # different key, not stale data
-    assert len(list((tmp_path / "processed").glob("*.tmp"))) == 0
+    assert [p.name for p in (tmp_path / "processed").iterdir() if "tmp" in p.name] == []
 
 
-def test_cache_format_version_mismatch(tmp_path, monkeypatch):
-    path = tmp_path / "x.npz"
-    cache.save(path, {"a": np.arange(3)}, {"log": []})
-    assert isinstance(cache.load(path), tuple)
-    monkeypatch.setattr(cache, "FORMAT_VERSION", cache.FORMAT_VERSION + 1)
-    assert "format version" in cache.load(path)
+def test_store_format_version_mismatch(tmp_path, monkeypatch):
+    cfg = small_config(**{"dataset.cache_dir": str(tmp_path)})
+    folder = load_dataset(cfg).store.folder
+    assert isinstance(store.open_store(folder), store.Store)
+    monkeypatch.setattr(store, "FORMAT_VERSION", store.FORMAT_VERSION + 1)
+    assert "format version" in store.open_store(folder)
 
 
 def _single_graph(graphs, g):
-    one = graphs.subset(np.array([g]))
+    one = graphs.subset(np.array([g])).materialize()
     graph = dgl.graph((torch.from_numpy(one.src), torch.from_numpy(one.dst)), num_nodes=int(one.node_ptr[-1]))
     graph.edata["dist"] = torch.from_numpy(one.dist)
     graph.ndata["species"] = torch.from_numpy(one.species)
@@ -203,13 +209,28 @@ def test_bad_dataset_option_names_its_key(tmp_path):
 def test_cache_with_mismatched_arrays_is_rebuilt(tmp_path):
     cfg = small_config(**{"dataset.cache_dir": str(tmp_path)})
     first = load_dataset(cfg)
-    path = next((tmp_path / "processed").glob("*.npz"))
-    arrays, meta = cache.load(path)
-    cache.save(path, {**arrays, "src": arrays["src"][:-5]}, meta)  # readable, but not a valid dataset
+    folder = first.store.folder
+    src = np.load(folder / "src.npy")  # a copy: the file is rewritten in place below
+    (folder / "src.npy").unlink()
+    np.save(folder / "src.npy", src[:-5])  # a valid file, manifest updated to match: still not a valid dataset
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["arrays"]["src"]["shape"] = [len(src) - 5]
+    manifest["checksum"] = store._manifest_checksum(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     again = load_dataset(cfg)
-    assert any("inconsistent" in n and "rebuilding" in n for n in again.log)
-    np.testing.assert_array_equal(again.graphs.src, first.graphs.src)
+    assert any("inconsistent (src has" in n and "rebuilding" in n for n in again.log)
+    np.testing.assert_array_equal(again.graphs.src, src)
     assert any("read from cache" in n for n in load_dataset(cfg).log)
+
+
+def test_old_single_file_cache_is_rebuilt_and_removed(tmp_path):
+    cfg = small_config(**{"dataset.cache_dir": str(tmp_path)})
+    folder = load_dataset(cfg).store.folder
+    shutil.rmtree(folder)
+    old = folder.with_suffix(".npz")
+    np.savez(old, src=np.arange(3))
+    notes = load_dataset(cfg).log
+    assert any("old single-file format" in n for n in notes) and not old.exists() and folder.is_dir()
 
 
 def test_periodic_graphs_without_a_lattice_are_refused(tmp_path):
@@ -247,9 +268,9 @@ def test_plugin_without_fingerprint_reuses_the_cache_by_raw_fingerprint(tmp_path
     registry = toy_registry(lambda options, context: calls.append(1) or toy_raw())
     cfg = small_config(**{"dataset.name": "toy", "dataset.options": {}, "dataset.cache_dir": str(tmp_path)})
     first = load_dataset(cfg, registry)
-    assert any("written to cache" in n for n in first.log) and len(list((tmp_path / "processed").glob("*.npz"))) == 1
+    assert any("written to cache" in n for n in first.log) and len(list((tmp_path / "processed").glob("*/manifest.json"))) == 1
     packed = []
-    monkeypatch.setattr(pipeline, "pack", lambda *a: packed.append(1))  # must not be needed now
+    monkeypatch.setattr(pipeline, "pack_checked", lambda *a, **k: packed.append(1))  # must not be needed now
     again = load_dataset(cfg, registry)
     assert len(calls) == 2 and packed == []  # raw data read again (no cheap fingerprint), graphs not rebuilt
     assert any("read from cache" in n and "no cheap fingerprint" in n for n in again.log)

@@ -234,16 +234,20 @@ def test_stale_temporaries_are_removed_but_never_a_live_writers(tmp_path, small_
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_outputs_honour_the_umask(tmp_path, umask, mode):
     from hydradgl.atomic import atomic_write_text
-    from hydradgl.data import cache
+    from hydradgl.data.packing import pack
+    from hydradgl.data.records import TargetInfo
+    from hydradgl.data.store import build_store
 
+    chunk = pack([_two_atoms()], {"E": TargetInfo(level="graph")}, {}, small_config().graph)
     previous = os.umask(umask)
     try:
         atomic_write_text(tmp_path / "a.txt", "x")
-        cache.save(tmp_path / "c.npz", {"x": np.zeros(2)}, {})
+        build_store(tmp_path / "c", [chunk], {"E": TargetInfo(level="graph")}, {}, [])
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == mode
-    assert stat.S_IMODE((tmp_path / "c.npz").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "c" / "src.npy").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "c").stat().st_mode) == 0o777 & ~umask
 
 
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_last_good_checkpoint(
@@ -509,6 +513,13 @@ def test_partial_fept_generation_of_a_killed_process_is_removed(tmp_path):
     load_fept(FePtOptions(max_per_composition=1), DatasetContext(cache_dir=tmp_path))
     assert not partial.exists()
     assert stat.S_IMODE(next(raw.glob("fept-*")).stat().st_mode) == 0o777 & ~_current_umask()
+
+
+def _two_atoms():
+    from hydradgl.data.records import Structure
+
+    return Structure(numbers=np.array([26, 78]), positions=np.array([[0.0, 0, 0], [2.0, 0, 0]]),
+                     targets={"E": np.array([1.0])}, source="two")
 
 
 def _current_umask() -> int:

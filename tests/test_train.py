@@ -157,6 +157,25 @@ def test_predict_matches_evaluate_in_physical_units(trained):
     assert len(atoms) == int(data.test.num_nodes.sum()) and {"structure", "atom", "Z", "C", "M"} <= set(atoms.columns)
 
 
+def test_run_saves_its_split_and_evaluate_reuses_it(trained, tmp_path):
+    import shutil
+
+    from hydradgl.data.splitfile import load_split, save_split
+    from hydradgl.train.runtime import Runtime
+    from hydradgl.train.trainer import evaluate
+
+    cfg, data, result = trained
+    n = len(data.test.base)
+    saved = load_split(result.run_dir / "split.npz", n)
+    assert [p.tolist() for p in saved] == [data.train.rows.tolist(), data.val.rows.tolist(), data.test.rows.tolist()]
+    copy = tmp_path / "run"
+    shutil.copytree(result.run_dir, copy)
+    save_split(copy / "split.npz", (saved[0], saved[2], saved[1]), n)  # validation and test swapped
+    run = load_run(copy)
+    expected, _ = evaluate(run.model, run.cfg, data.val, Normalizer.from_info(run.info), Runtime(0, 1, 0, run.device))
+    assert evaluate_run(run)["H"]["rmse"] == pytest.approx(expected["H"]["rmse"], rel=1e-6)
+
+
 def test_missing_plugin_in_saved_run_is_named(trained):
     from hydradgl.errors import PluginError
     from hydradgl.plugins import Registry

@@ -6,7 +6,7 @@ import re
 import time
 from collections import Counter
 
-import numpy as np
+import click
 from rich.table import Table
 
 from hydradgl.cli.app import main
@@ -21,13 +21,15 @@ def data() -> None:
 
 @data.command("prepare")
 @data_config_options
-def prepare(run_options: dict) -> None:
-    """Read the dataset, build its graphs and fill the processed cache."""
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes building graphs in parallel (the cache is written by one).")
+def prepare(run_options: dict, workers: int) -> None:
+    """Read the dataset, build its graphs and fill the processed cache (run once before a distributed job)."""
     from hydradgl.data.pipeline import load_dataset
 
     cfg = config_from_options(run_options)
     start = time.perf_counter()
-    loaded = load_dataset(cfg, log=console.print)
+    loaded = load_dataset(cfg, log=console.print, workers=workers)
     console.print(f"{len(loaded.graphs)} graphs ready in {time.perf_counter() - start:.1f} s")
 
 
@@ -48,10 +50,10 @@ def info(run_options: dict) -> None:
     targets = Table(title="targets")
     for col in ("name", "level", "dim", "min", "max", "unit", "readout", "description"):
         targets.add_column(col)
-    arrays = {**g.graph_targets, **g.node_targets}
+    stats = loaded.store.manifest["statistics"]
     for name, t in loaded.targets.items():
-        v = arrays.get(name)
-        lo, hi = (f"{np.min(v):.4g}", f"{np.max(v):.4g}") if v is not None else ("—", "—")
+        low, high = stats["target_min"].get(name), stats["target_max"].get(name)
+        lo, hi = (f"{min(low):.4g}", f"{max(high):.4g}") if low else ("—", "—")
         targets.add_row(name, t.level, str(t.dim), lo, hi, t.unit, _readout(t), t.description)
     out.print(targets)
     if any(t.level == "graph" for t in loaded.targets.values()):

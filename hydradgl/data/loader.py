@@ -8,41 +8,48 @@ import numpy as np
 import torch
 
 from hydradgl.data.batch import Batch
-from hydradgl.data.graphset import GraphSet, gather_ranges
+from hydradgl.data.graphset import GraphSet, GraphView, gather_ranges, view_of
 from hydradgl.model.kernels import MessageGraph
 
 
-def collate(graphs: GraphSet, idx: np.ndarray) -> Batch:
-    """One Batch of graphs ``idx``: one MessageGraph built from offset edge arrays (no per-graph objects)."""
-    nodes, node_ptr = gather_ranges(graphs.node_ptr, idx)
-    edges, edge_ptr = gather_ranges(graphs.edge_ptr, idx)
+def collate(graphs: GraphSet | GraphView, idx: np.ndarray) -> Batch:
+    """One Batch of graphs ``idx``: one MessageGraph built from offset edge arrays (no per-graph objects).
+
+    Only these graphs' rows of the (possibly on-disk) arrays are read; a view's targets are
+    normalized here, a batch at a time.
+    """
+    view = view_of(graphs)
+    base, rows = view.base, view.rows[np.asarray(idx, dtype=np.int64)]
+    nodes, node_ptr = gather_ranges(base.node_ptr, rows)
+    edges, edge_ptr = gather_ranges(base.edge_ptr, rows)
     edge_counts = np.diff(edge_ptr)
     offsets = np.repeat(node_ptr[:-1], edge_counts)
-    src = torch.from_numpy(graphs.src[edges] + offsets)
-    dst = torch.from_numpy(graphs.dst[edges] + offsets)
+    src = torch.from_numpy(base.src[edges].astype(np.int64) + offsets)
+    dst = torch.from_numpy(base.dst[edges].astype(np.int64) + offsets)
     graph = MessageGraph.from_edges(src, dst, int(node_ptr[-1]), torch.from_numpy(np.diff(node_ptr)),
                                     torch.from_numpy(edge_counts))
     return Batch(
         graph=graph,
-        species=torch.from_numpy(graphs.species[nodes]),
-        node_inputs=torch.from_numpy(graphs.node_inputs[nodes]),
-        edge_dist=torch.from_numpy(graphs.dist[edges]),
-        edge_vec=torch.from_numpy(graphs.vec[edges]),
-        graph_targets={k: torch.from_numpy(v[idx]) for k, v in graphs.graph_targets.items()},
-        node_targets={k: torch.from_numpy(v[nodes]) for k, v in graphs.node_targets.items()},
-        graph_ids=torch.from_numpy(graphs.ids[idx]),
+        species=torch.from_numpy(base.species_of(nodes)),
+        node_inputs=torch.from_numpy(np.asarray(base.node_inputs[nodes])),
+        edge_dist=torch.from_numpy(np.asarray(base.dist[edges])),
+        edge_vec=torch.from_numpy(np.asarray(base.vec[edges])),
+        graph_targets={k: torch.from_numpy(view.scale(k, np.asarray(v[rows]))) for k, v in base.graph_targets.items()},
+        node_targets={k: torch.from_numpy(view.scale(k, np.asarray(v[nodes]))) for k, v in base.node_targets.items()},
+        graph_ids=torch.from_numpy(base.ids[rows]),
     )
 
 
 class BatchLoader:
-    """Iterates Batches of ``graphs``.
+    """Iterates Batches of ``graphs`` (a GraphSet or a view of one).
 
     With ``shuffle`` the order is a permutation seeded by ``seed`` and the epoch (``set_epoch``). With
     ``world_size > 1`` each rank takes every ``world_size``-th graph of the (padded) order, so ranks see
-    disjoint shards and the same number of batches, like torch's DistributedSampler.
+    disjoint shards and the same number of batches, like torch's DistributedSampler; a rank reads
+    only its own shard's rows of arrays on disk.
     """
 
-    def __init__(self, graphs: GraphSet, batch_size: int, shuffle: bool = False, seed: int = 0,
+    def __init__(self, graphs: GraphSet | GraphView, batch_size: int, shuffle: bool = False, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = True):
         self.graphs, self.batch_size, self.shuffle, self.seed = graphs, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world_size, self.pad = drop_last, rank, world_size, pad

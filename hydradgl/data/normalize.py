@@ -1,20 +1,13 @@
-"""Per-target min-max normalization to [0, 1] (as in the paper), fitted on the training split only."""
+"""Per-target min-max normalization to [0, 1] (as in the paper), with statistics of the training split only
+(computed from the processed cache: hydradgl/data/store.py ``Store.target_range``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.records import DatasetInfo
-
-
-def fit_min_max(train: GraphSet) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-component minimum and maximum of every target over the training graphs."""
-    arrays = {**train.graph_targets, **train.node_targets}
-    lo = {k: v.min(axis=0).astype(float).tolist() for k, v in arrays.items()}
-    hi = {k: v.max(axis=0).astype(float).tolist() for k, v in arrays.items()}
-    return lo, hi
 
 
 class Normalizer:
@@ -47,13 +40,19 @@ class Normalizer:
     def denormalize_array(self, name: str, values: np.ndarray) -> np.ndarray:
         return values * self.span[name] + self.lo[name]
 
-    def apply(self, graphs: GraphSet) -> GraphSet:
-        """A copy of ``graphs`` with normalized targets."""
+    def apply(self, graphs: GraphSet | GraphView) -> GraphSet | GraphView:
+        """``graphs`` with normalized targets: a view gets this normalizer (targets normalized when
+        read); an in-memory GraphSet becomes a normalized copy."""
+        if isinstance(graphs, GraphView):
+            return graphs.with_normalizer(self)
         return graphs.with_targets({k: self.normalize_array(k, v) for k, v in graphs.graph_targets.items()},
                                    {k: self.normalize_array(k, v) for k, v in graphs.node_targets.items()})
 
-    def restore(self, graphs: GraphSet) -> GraphSet:
-        """A copy of normalized ``graphs`` with targets back in physical units (the inverse of ``apply``)."""
+    def restore(self, graphs: GraphSet | GraphView) -> GraphSet:
+        """An in-memory copy of normalized ``graphs`` with targets back in physical units (the inverse of
+        ``apply``; a view's physical targets are read from its base, not denormalized)."""
+        if isinstance(graphs, GraphView):
+            return graphs.with_normalizer(None).materialize()
         back = lambda k, v: v.astype(np.float64) * self.span[k] + self.lo[k]  # noqa: E731
         return graphs.with_targets({k: back(k, v) for k, v in graphs.graph_targets.items()},
                                    {k: back(k, v) for k, v in graphs.node_targets.items()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 from ase.data import chemical_symbols
 
@@ -18,9 +20,9 @@ def composition(numbers: np.ndarray) -> str:
     return "".join(f"{chemical_symbols[int(z)]}{int(c)}" for z, c in zip(zs, counts))
 
 
-def check_finite(raw: RawDataset) -> None:
+def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
     """NaN or infinite targets are refused, naming the structure's source."""
-    for s in raw.structures:
+    for s in getattr(raw, "structures", raw):
         for name, values in s.targets.items():
             if not np.all(np.isfinite(values)):
                 raise DataError(f"{s.source}: target {name!r} has NaN or infinite values")
@@ -80,7 +82,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                for k, t in targets.items() if t.level == "graph"}
     node_t = {k: np.concatenate([np.asarray(s.targets[k], dtype=np.float32).reshape(s.n_atoms, -1) for s in structures])
               for k, t in targets.items() if t.level == "node"}
-    return GraphSet(species=np.zeros_like(numbers), numbers=numbers, node_inputs=inputs, node_ptr=node_ptr,
+    return GraphSet(numbers=numbers, node_inputs=inputs, node_ptr=node_ptr,
                     src=np.concatenate(src), dst=np.concatenate(dst), vec=vec_all,
                     dist=np.linalg.norm(vec_all, axis=1).astype(np.float32), edge_ptr=edge_ptr,
                     graph_targets=graph_t, node_targets=node_t,
@@ -88,18 +90,23 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                     sources=[s.source for s in structures])
 
 
-def assign_species(graphs: GraphSet, species: list[int], where: str = "") -> GraphSet:
-    """Fill ``graphs.species`` with indices into ``species``; DataError naming the element and its file
-    for an element not in it (a model never saw it: its embedding row would be another element's)."""
+def assign_species(graphs: GraphSet, species: list[int], where: str = "",
+                   present: Iterable[int] | None = None) -> GraphSet:
+    """Set ``graphs.species_lookup`` (proton number -> index into ``species``); DataError naming the
+    element and its file for an element not in it (a model never saw it: its embedding row would be
+    another element's). ``present`` (the elements the graphs hold, if known: the cache's manifest
+    lists them) spares a pass over every atom."""
     lookup = np.full(119, -1, dtype=np.int64)
     lookup[species] = np.arange(len(species))
-    index = lookup[graphs.numbers]
-    if (index < 0).any():
-        atom = int(np.flatnonzero(index < 0)[0])
+    present = np.unique(graphs.numbers) if present is None else np.asarray(list(present), dtype=np.int64)
+    unknown = present[lookup[present] < 0]
+    if len(unknown):
+        atom = int(np.flatnonzero(np.isin(np.asarray(graphs.numbers), unknown))[0])
+        z = int(graphs.numbers[atom])
         graph = int(np.searchsorted(graphs.node_ptr, atom, side="right") - 1)
-        source = graphs.sources[graph] if graphs.sources else where
+        source = graphs.sources[graph] if len(graphs.sources) else where
         known = ", ".join(chemical_symbols[z] for z in species)
-        raise DataError(f"{source}: element {chemical_symbols[graphs.numbers[atom]]} (Z={graphs.numbers[atom]}) "
-                        f"is not among the elements the model was trained on ({known})")
-    graphs.species = index
+        raise DataError(f"{source}: element {chemical_symbols[z]} (Z={z}) "
+                        f"is not among the elements the model was trained on ({known}), proton numbers {list(species)}")
+    graphs.species_lookup = lookup
     return graphs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Iterable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -65,9 +65,12 @@ class RawDataset:
     ``fingerprint`` identifies the raw inputs (file contents, generator parameters) and keys the
     processed cache: two calls with the same fingerprint must return the same structures.
     ``log`` carries notes for the run log (e.g. which reference energies were used).
+    ``structures`` may be any iterable, e.g. a generator reading files one by one: the cache build
+    consumes it once, in chunks, so a plugin for a very large set need not hold every structure in
+    memory (``log`` and ``skipped`` are read after it is consumed).
     """
 
-    structures: list[Structure]
+    structures: Iterable[Structure]
     targets: dict[str, TargetInfo]
     node_inputs: dict[str, int] = field(default_factory=dict)  # name -> dim
     fingerprint: str = ""

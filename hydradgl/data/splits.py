@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from typing import Sequence
 
 import numpy as np
 
@@ -16,15 +16,30 @@ def random_split(n: int, fractions: tuple[float, float, float], seed: int) -> tu
     return tuple(np.sort(p) for p in (perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]))
 
 
-def stratified_split(labels: list[str], fractions: tuple[float, float, float], seed: int) -> tuple[np.ndarray, ...]:
-    """Split each composition separately; a composition with >= 3 samples lands in every non-empty split."""
+def label_codes(labels: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Each label's rank among the sorted distinct labels, and how many there are; a coded sequence
+    (the cache's compositions: ``codes`` and ``table``) is ranked without a pass in Python."""
+    if hasattr(labels, "codes") and hasattr(labels, "table"):
+        order = np.argsort(np.asarray(labels.table, dtype=str), kind="stable")
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        return rank[np.asarray(labels.codes, dtype=np.int64)], len(order)
+    table, codes = np.unique(np.asarray(list(labels), dtype=str), return_inverse=True)
+    return codes.astype(np.int64).reshape(-1), len(table)
+
+
+def stratified_split(labels: Sequence[str], fractions: tuple[float, float, float], seed: int) -> tuple[np.ndarray, ...]:
+    """Split each composition separately; a composition with >= 3 samples lands in every non-empty split.
+
+    Compositions are taken in sorted order, each one's members shuffled by one generator seeded by ``seed``.
+    """
     rng = np.random.default_rng(seed)
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        groups[label].append(i)
-    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
-    for label in sorted(groups):
-        members = rng.permutation(groups[label])
+    codes, n_labels = label_codes(labels)
+    order = np.argsort(codes, kind="stable")  # members of each label, ascending
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=n_labels))])
+    parts: tuple[list[np.ndarray], ...] = ([], [], [])
+    for label in range(n_labels):
+        members = rng.permutation(order[bounds[label]:bounds[label + 1]])
         n = len(members)
         n_val = int(round(fractions[1] * n))
         n_test = int(round(fractions[2] * n))
@@ -34,10 +49,10 @@ def stratified_split(labels: list[str], fractions: tuple[float, float, float], s
         elif fractions[0] > 0:
             n_val = n_test = 0  # too few to share: keep them for training
         n_train = n - n_val - n_test
-        parts[0].extend(members[:n_train])
-        parts[1].extend(members[n_train:n_train + n_val])
-        parts[2].extend(members[n_train + n_val:])
-    return tuple(np.sort(np.asarray(p, dtype=np.int64)) for p in parts)
+        parts[0].append(members[:n_train])
+        parts[1].append(members[n_train:n_train + n_val])
+        parts[2].append(members[n_train + n_val:])
+    return tuple(np.sort(np.concatenate([np.zeros(0, np.int64), *p]).astype(np.int64)) for p in parts)
 
 
 def check_split_sizes(fractions: tuple[float, float, float], counts: tuple[int, int, int]) -> list[str]:

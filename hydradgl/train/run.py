@@ -23,6 +23,7 @@ from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_csv, atomic_write_text
 from hydradgl.configio import save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.splitfile import SPLIT_FILE, save_split
 from hydradgl.data.splits import check_split_sizes
 from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import TrainingError
@@ -150,7 +151,9 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     started = time.perf_counter()
     if data is None:
         with _status(console, quiet or not runtime.is_main, "preparing data"):
-            data = prepare_data(cfg, registry, log=say)
+            saved_split = Path(resume) / SPLIT_FILE if resume else None
+            data = prepare_data(cfg, registry, log=say,
+                                split=saved_split if saved_split is not None and saved_split.exists() else None)
     warnings = check_split_sizes(cfg.split.fractions, (len(data.train), len(data.val), len(data.test)))
     for note in warnings if runtime.is_main else ():
         console.print(f"[bold yellow]warning:[/] {note}", highlight=False)  # shown even with --quiet
@@ -173,6 +176,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     heads = [h.name for h in cfg.heads]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
+        save_split(run_dir / SPLIT_FILE, (data.train.rows, data.val.rows, data.test.rows), len(data.train.base))
         kernel_line = (f"kernels: {model.kernels} on {runtime.device} (training.kernels: {cfg.training.kernels}; "
                        f"{runtime.world_size} process(es))")
         atomic_write_text(run_dir / "run.log", "\n".join([*data.log, *warnings, kernel_line]) + "\n")

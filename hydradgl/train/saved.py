@@ -20,6 +20,7 @@ from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import prepare_data
 from hydradgl.data.records import DatasetInfo
+from hydradgl.data.splitfile import SPLIT_FILE
 from hydradgl.errors import DataError, TrainingError
 from hydradgl.model.assembler import HydraModel, build_model
 from hydradgl.model.heads import HeadDescription
@@ -39,6 +40,7 @@ class SavedRun:
     model: HydraModel
     device: torch.device
     checkpoint: Path | None = None
+    split: Path | None = None  # the run's split.npz, if it saved one
 
 
 def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu",
@@ -62,7 +64,8 @@ def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu
     model.load_state_dict(state["model"])
     target = resolve_device(device)
     model.kernels = resolve_kernels("auto", target, model.plugin_kernels)  # both paths compute the same function
-    return SavedRun(cfg, info, model.to(target).eval(), target, path)
+    split = run_dir / SPLIT_FILE
+    return SavedRun(cfg, info, model.to(target).eval(), target, path, split if split.exists() else None)
 
 
 @dataclass
@@ -79,7 +82,8 @@ def evaluate_saved(run: SavedRun, cfg: RunConfig | None = None, registry: Regist
     """Evaluate on the test split of the run's data, or of the data set ``cfg`` names (read by the
     model's contract). Heads whose target that data lacks are left out, named in ``skipped``."""
     data_cfg = run.cfg if cfg is None else cfg.model_copy(update={"heads": run.cfg.heads})
-    data = prepare_data(data_cfg, registry, contract=run.info)
+    # the run's own data is split as it was in training (its split.npz); other data by its config
+    data = prepare_data(data_cfg, registry, contract=run.info, split=run.split if cfg is None else None)
     test = data.test
     present = {**test.graph_targets, **test.node_targets}
     heads = [h for h in run.model.head_descriptions if h.target in present]
@@ -92,7 +96,7 @@ def evaluate_saved(run: SavedRun, cfg: RunConfig | None = None, registry: Regist
         raise DataError(f"dataset {data_cfg.dataset.name!r} has an empty test split: nothing to evaluate")
     normalizer = Normalizer.from_info(run.info)
     metrics, _ = evaluate(run.model, run.cfg, test, normalizer, Runtime(0, 1, 0, run.device), heads=heads)
-    rows = _structure_errors(run, test, heads, normalizer) if per_structure else []
+    rows = _structure_errors(run, test.materialize(), heads, normalizer) if per_structure else []
     return Evaluation(with_units(metrics, heads), skipped, rows)
 
 

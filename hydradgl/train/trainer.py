@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from hydradgl.config import RunConfig, TrainingConfig
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.loader import BatchLoader
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import PreparedData
@@ -55,7 +55,7 @@ def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
     return kinds[training.optimizer](params, lr=training.lr, weight_decay=training.weight_decay)
 
 
-def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet, normalizer: Normalizer, runtime: Runtime,
+def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, normalizer: Normalizer, runtime: Runtime,
              collect: bool = False, heads: list[HeadDescription] | None = None,
              ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Metrics per head (default: every head of the model) over ``graphs`` (this rank's shard, reduced
