@@ -132,12 +132,12 @@ def test_pna_isolated_atom_is_finite(edges):
     assert torch.isfinite(out).all() and torch.isfinite(h.grad).all()
 
 
-def test_pna_edge_features_on_by_default_and_refused_without_them():
+def test_pna_edge_features_off_by_default_and_refused_without_them():
     from hydradgl.errors import ConfigError
 
-    assert PNAOptions().use_edge_features
+    assert not PNAOptions().use_edge_features  # the paper's PNA by default
     with pytest.raises(ConfigError, match=r"model.conv_options.use_edge_features is true but model.edge_features is 'none'"):
-        make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0))
+        make_pna(4, 4, PNAOptions(use_edge_features=True), ConvContext(0, [1, 2], 7.0))
 
 
 def test_pna_matches_dgl_pnaconv(monkeypatch):
