@@ -63,7 +63,7 @@ def test_permuting_atoms_permutes_node_values_only(runs, small_prepared):
     atoms = atoms_of(small_prepared.test.sources[0])
     perm = np.random.default_rng(0).permutation(len(atoms))
     a, b = model.predict(atoms), model.predict(atoms[perm])
-    assert b.structures["H"][0] == pytest.approx(a.structures["H"][0], rel=1e-5)
+    assert b.structures["H"][0] == pytest.approx(a.structures["H"][0], rel=1e-4)  # float32 sums in another order
     np.testing.assert_allclose(b.atoms["M"], a.atoms["M"].to_numpy()[perm], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(b.atoms["Z"], atoms.numbers[perm])
 

@@ -167,7 +167,9 @@ def test_gradients_reach_the_edge_vectors(conv, small_prepared):
     from dataclasses import replace
 
     torch.manual_seed(0)
-    model = build_model(small_config(**{"model.conv": conv, "heads": ["H"]}), small_prepared.info)
+    options = {"use_edge_features": True} if conv == "pna" else {}  # PNA sees distances only with them
+    model = build_model(small_config(**{"model.conv": conv, "heads": ["H"], "model.conv_options": options}),
+                        small_prepared.info)
     batch = collate(small_prepared.train, np.arange(3))
     vec = batch.edge_vec.clone().requires_grad_()
     out = model(replace(batch, edge_vec=vec, edge_dist=vec.norm(dim=1)))["H"].sum()
