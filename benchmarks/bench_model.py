@@ -86,15 +86,7 @@ def main() -> None:
     print(f"one PNA layer fwd+bwd: ours {t_ours * 1e3:.2f} ms, dgl.nn.PNAConv {t_dgl * 1e3:.2f} ms, "
           f"speed-up {t_dgl / t_ours:.1f}x (target >= 2.5x)")
 
-    model = build_model(cfg, data.info)
-    loss = MultiTaskLoss(model.head_descriptions)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def train_step():
-        total, _ = loss(model(batch), batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+    model, loss, train_step = training_step({}, data, batch)
 
     def fwd_bwd():
         total, _ = loss(model(batch), batch)
@@ -130,7 +122,7 @@ def main() -> None:
 
 
 def training_step(overrides: dict, data, batch):
-    """One forward-backward-Adam step of the paper model with config ``overrides``."""
+    """The paper model with config ``overrides``, its loss, and one forward-backward-Adam step of it."""
     cfg = load_config(None, {"dataset.options": {"max_per_composition": 20}, **overrides})
     torch.manual_seed(0)
     model = build_model(cfg, data.info)
@@ -142,12 +134,12 @@ def training_step(overrides: dict, data, batch):
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-    return step
+    return model, loss, step
 
 
 def compare_variants(data, batch, repeats: int) -> None:
     """Training steps of every conv variant, round-robin; the fastest of ``repeats`` rounds each."""
-    steps = {name: training_step(overrides, data, batch) for name, overrides in VARIANTS.items()}
+    steps = {name: training_step(overrides, data, batch)[2] for name, overrides in VARIANTS.items()}
     best = dict.fromkeys(steps, float("inf"))
     for step in steps.values():
         for _ in range(3):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 VARIANTS: dict[str, dict] = {
-    "pna (edge features, default)": {},
-    "pna (no edge features)": {"model.conv_options": {"use_edge_features": False}},
+    "pna (edge features)": {"model.conv_options": {"use_edge_features": True}},
+    "pna (no edge features)": {},  # the default: the paper's PNA
     "cgcnn": {"model.conv": "cgcnn"},
     "schnet": {"model.conv": "schnet"},
     "egnn": {"model.conv": "egnn"},
