@@ -4,7 +4,9 @@ from __future__ import annotations
 
 VARIANTS: dict[str, dict] = {
     "pna (edge features)": {"model.conv_options": {"use_edge_features": True}},
-    "pna (no edge features)": {},  # the default: the paper's PNA
+    "pna (edge features, also in min/max)": {"model.conv_options": {"use_edge_features": True,
+                                                                     "edge_features_in_extrema": True}},
+    "pna (no edge features)": {"model.conv_options": {"use_edge_features": False}},  # the paper's PNA
     "cgcnn": {"model.conv": "cgcnn"},
     "schnet": {"model.conv": "schnet"},
     "egnn": {"model.conv": "egnn"},

@@ -114,7 +114,7 @@ class TrainingConfig(Section):
     plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
     precise_bn_graphs: int | None = Field(
-        2048, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "
+        512, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "
         "current weights over this many training graphs (null: keep the running averages, which are noisy).")
     seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto (this process's GPU when torch sees one, else the CPU), cpu, cuda "

@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 
 from hydradgl.config import GraphConfig
+from hydradgl.data import graphs
 from hydradgl.data.graphs import neighbour_edges
 from hydradgl.data.records import Structure
 
 
 def brute_force(pos, cell, pbc, cutoff):
     """Every (src, dst, rounded distance) with |pos[dst] - pos[src] - shift| < cutoff, by explicit loops."""
-    reach = [int(np.ceil(cutoff / np.linalg.norm(cell[a]))) + 1 if pbc[a] else 0 for a in range(3)]
+    spread = np.ptp(pos @ np.linalg.inv(cell), axis=0)  # atoms may lie several cells apart
+    reach = [int(np.ceil(cutoff / np.linalg.norm(cell[a]) + spread[a])) + 1 if pbc[a] else 0 for a in range(3)]
     edges = Counter()
     for i, j in itertools.product(range(len(pos)), repeat=2):
         for n in itertools.product(*(range(-r, r + 1) for r in reach)):
@@ -38,13 +40,19 @@ def random_structure(n, cell, pbc, seed):
     return Structure(numbers=rng.integers(1, 30, n), positions=rng.random((n, 3)) @ cell, cell=cell, pbc=pbc)
 
 
-@pytest.mark.parametrize("cell,pbc,cutoff", [
-    (np.diag([6.0, 7.0, 8.0]), (True, True, True), 4.0),
-    (np.diag([2.5, 3.0, 2.8]), (True, True, True), 5.0),  # cutoff larger than the cell: many images
-    (np.array([[3.0, 0, 0], [1.0, 3.0, 0], [0.5, 0.3, 3.5]]), (True, False, True), 4.5),  # triclinic, mixed pbc
+@pytest.mark.parametrize("search", ["all pairs", "ase"])  # small cells: every pair at once; else ASE's bins
+@pytest.mark.parametrize("cell,pbc,cutoff,outside", [
+    (np.diag([6.0, 7.0, 8.0]), (True, True, True), 4.0, False),
+    (np.diag([2.5, 3.0, 2.8]), (True, True, True), 5.0, False),  # cutoff larger than the cell: many images
+    (np.array([[3.0, 0, 0], [1.0, 3.0, 0], [0.5, 0.3, 3.5]]), (True, False, True), 4.5, False),  # triclinic, mixed
+    (np.array([[3.0, 0, 0], [1.0, 3.0, 0], [0.5, 0.3, 3.5]]), (True, True, True), 4.5, True),  # atoms outside the cell
 ])
-def test_periodic_neighbours_match_brute_force(cell, pbc, cutoff):
+def test_periodic_neighbours_match_brute_force(cell, pbc, cutoff, outside, search, monkeypatch):
+    if search == "ase":
+        monkeypatch.setattr(graphs, "SMALL_CELL_PAIRS", 0)
     s = random_structure(5, cell, pbc, seed=1)
+    if outside:
+        s.positions[:] += np.array([[2, -1, 0], [0, 0, 3], [-2, 1, 1], [0, 0, 0], [1, 1, -1]]) @ cell
     assert edge_multiset(s, GraphConfig(radius=cutoff, periodic=True)) == brute_force(s.positions, cell, pbc, cutoff)
 
 

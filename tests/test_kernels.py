@@ -112,12 +112,16 @@ def test_reductions_match_loop(path, op, graph_name):
 
 @pytest.mark.parametrize("path", ["dgl", "torch"])
 @pytest.mark.parametrize("op", ["max", "min"])
-def test_tied_extremum_gradient_goes_to_lowest_edge_id(path, op):
-    graph = batch_graph(*MIXED).using(path)
-    x = leaf(features(graph.num_nodes, 1))  # rows 1, 2, 3 tie; they reach node 0 by edges 0, 1, 2
+@pytest.mark.parametrize("sizes, edges, winner", [
+    (*MIXED, 1),  # rows 1, 2, 3 tie; they reach node 0 by edges 0, 1, 2: edge 0 comes from node 1
+    ([5], [(0, 1), (3, 0), (4, 2), (1, 0), (2, 0)], 3),  # the lowest tying edge id (1) is neither first nor lowest source
+])
+def test_tied_extremum_gradient_goes_to_lowest_edge_id(path, op, sizes, edges, winner):
+    graph = batch_graph(sizes, edges).using(path)
+    x = leaf(features(graph.num_nodes, 1))
     graph.copy_u(x, op)[0].sum().backward()
     expected = torch.zeros_like(x)
-    expected[1] = 1.0  # edge 0 (from node 1) is the lowest tying edge id for every feature
+    expected[winner] = 1.0
     torch.testing.assert_close(x.grad, expected, **TOL)
 
 
@@ -160,6 +164,7 @@ def test_node_and_graph_primitives_agree(graph_name, op):
 # Option sets that reach every code path of the built-in convs; other convs run with their defaults.
 CONV_OPTIONS = {
     "pna": [{}, {"use_edge_features": True, "aggregators": ["mean", "min", "max", "std", "sum"]},
+            {"use_edge_features": True, "edge_features_in_extrema": True},
             {"pre_layers": 2, "post_layers": 2, "use_edge_features": True, "towers": 3, "divide_input": False}],
     "sage": [{"aggregator": a} for a in ("mean", "pool", "gcn")],
     "gin": [{"aggregator": a} for a in ("sum", "mean", "max")],
@@ -206,7 +211,8 @@ def test_every_head_agrees_on_both_paths(registry, graph_name):
     specs = kernel_specs(registry, "head")
     assert {"graph-head", "node-head"} <= {s.name for s in specs}
     for spec in specs:
-        option_sets = [{"readout": r} for r in ("sum", "mean", "max")] if spec.name == "graph-head" else [{}]
+        option_sets = ([{"readout": r} for r in ("sum", "mean", "max")] + [{"readout": "mean", "per_atom": True}]
+                       if spec.name == "graph-head" else [{}])
         for raw in option_sets:
             torch.manual_seed(0)
             options = parse_options(spec.options, raw, "heads[0].options", plugin=spec.name)

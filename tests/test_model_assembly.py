@@ -122,6 +122,25 @@ def test_head_errors_name_the_head(small_prepared):
         build_model(small_config(heads=[{"name": "H", "options": {"readout": "median"}}]), small_prepared.info)
 
 
+@pytest.mark.parametrize("readout, per_atom", [("sum", None), ("sum", True), ("mean", True), ("mean", False)])
+def test_graph_head_pools_atomic_outputs_or_features(readout, per_atom, small_prepared):
+    """per_atom: y_g = readout_i MLP(h_i); else (the default) y_g = MLP(readout_i h_i)."""
+    options = {"readout": readout} if per_atom is None else {"readout": readout, "per_atom": per_atom}
+    cfg, model = model_for("pna", small_prepared, heads=[{"name": "H", "options": options}])
+    head = model.heads["H"]
+    batch = collate(small_prepared.train, np.arange(3))
+    graph = batch.graph
+    h = torch.randn(graph.num_nodes, cfg.model.hidden)
+    rows = h.split(graph.batch_num_nodes.tolist())
+    reduce = (lambda t: t.sum(0)) if readout == "sum" else (lambda t: t.mean(0))
+    atomic = bool(per_atom)
+    expected = torch.stack([reduce(head.mlp(r)) if atomic else head.mlp(reduce(r)) for r in rows])
+    torch.testing.assert_close(head(graph, h), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"heads\[0\].options.*per_atom needs a sum or mean readout"):
+        build_model(small_config(heads=[{"name": "H", "options": {"readout": "max", "per_atom": True}}]),
+                    small_prepared.info)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (and a CUDA build of DGL)")
 def test_model_on_cuda_matches_cpu(small_prepared):
     from hydradgl.dglcompat import dgl_has_cuda

@@ -45,9 +45,11 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.
         nbrs, eids = incoming(graph, i)
         z = [h[nbrs], h[i].expand(len(nbrs), -1)] + ([e[eids]] if tower.pre_edge is not None else [])
         m = torch.cat(z, dim=1) @ W.T + b
+        # a linear M's min/max see the edge term only with edge_features_in_extrema
+        m_ext = m if tower.pre_edge is None or tower.edge_features_in_extrema else m - e[eids] @ tower.pre_edge.weight.T
         if tower.pre_rest is not None:
-            m = tower.pre_rest(torch.relu(m))
-        aggs = {"mean": m.mean(0), "max": m.max(0).values, "min": m.min(0).values, "sum": m.sum(0),
+            m = m_ext = tower.pre_rest(torch.relu(m))
+        aggs = {"mean": m.mean(0), "max": m_ext.max(0).values, "min": m_ext.min(0).values, "sum": m.sum(0),
                 "std": torch.sqrt(torch.relu((m * m).mean(0) - m.mean(0) ** 2) + pna_module.STD_EPS)}
         a = torch.cat([aggs[k] for k in aggregators])
         d = len(nbrs)
@@ -58,7 +60,7 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.
     return conv.mixing(out) if conv.mixing is not None else out
 
 
-@pytest.mark.parametrize("edges", [False, True])
+@pytest.mark.parametrize("edges", [False, "sums", "all"])  # edge features none / not in min, max / everywhere
 @pytest.mark.parametrize("aggregators,scalers", [
     (["mean", "min", "max", "std"], ["identity", "amplification", "attenuation"]),
     (["sum", "max"], ["identity"]),
@@ -67,7 +69,8 @@ def pna_reference(conv, graph, h, e, aggregators, scalers, delta, mean_degree=1.
 def test_pna_matches_reference(edges, aggregators, scalers):
     graph = random_graph()
     hist = [0, 3, 5, 2, 1]
-    options = PNAOptions(aggregators=aggregators, scalers=scalers, use_edge_features=edges)
+    options = PNAOptions(aggregators=aggregators, scalers=scalers, use_edge_features=bool(edges),
+                         edge_features_in_extrema=edges == "all")
     conv = make_pna(6, 5, options, ConvContext(edge_dim=4, degree_histogram=hist, cutoff=7.0)).double()
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     e = torch.randn(graph.num_edges, 4, dtype=torch.float64)
@@ -132,10 +135,12 @@ def test_pna_isolated_atom_is_finite(edges):
     assert torch.isfinite(out).all() and torch.isfinite(h.grad).all()
 
 
-def test_pna_edge_features_off_by_default_and_refused_without_them():
+def test_pna_edge_features_follow_the_trunk_by_default_and_are_refused_without_them():
     from hydradgl.errors import ConfigError
 
-    assert not PNAOptions().use_edge_features  # the paper's PNA by default
+    assert make_pna(4, 4, PNAOptions(), ConvContext(16, [1, 2], 7.0)).uses_edge_features  # on where the trunk has them
+    assert not make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0)).uses_edge_features  # edge_features: none
+    assert not make_pna(4, 4, PNAOptions(use_edge_features=False), ConvContext(16, [1, 2], 7.0)).uses_edge_features
     with pytest.raises(ConfigError, match=r"model.conv_options.use_edge_features is true but model.edge_features is 'none'"):
         make_pna(4, 4, PNAOptions(use_edge_features=True), ConvContext(0, [1, 2], 7.0))
 

@@ -143,4 +143,4 @@ def test_builtin_specs_declare_prediction_readers_and_edge_use(registry):
         assert registry.dataset(name).read_structures is not None, name  # every built-in reader can predict
     sage, pna = registry.conv("sage"), registry.conv("pna")
     assert sage.reads_edges(sage.options()) is False
-    assert pna.reads_edges(pna.options(use_edge_features=True)) and not pna.reads_edges(pna.options())
+    assert pna.reads_edges(pna.options()) and not pna.reads_edges(pna.options(use_edge_features=False))

@@ -18,6 +18,7 @@ edge, ``v`` its destination, ``e`` the edge itself (DGL's naming).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -137,12 +138,17 @@ class MessageGraph:
     # -- edges to destination nodes -----------------------------------------------------------------
     def reduce(self, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over each node's incoming edge values ``e`` (E, F)."""
+        if self._dgl_edges and op in ("sum", "mean"):
+            out = _EdgeSum.apply(self, e)
+            return out if op == "sum" else out / _rows(self.in_degrees().clamp(min=1).to(out.dtype), out.dim())
         if self._dgl_edges:
             return self._dgl_spmm("copy_rhs", op, None, e)
         return self._torch_reduce(op, None, e)
 
     def copy_u(self, x: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of the source features ``x[src]`` (fused on ``dgl``)."""
+        if self._dgl_edges and op in ("max", "min") and x.device.type == "cpu":
+            return _CopyUExtremum.apply(self, x, op)
         if self._dgl_edges:
             return self._dgl_spmm("copy_lhs", op, x, None)
         return self._torch_reduce(op, x, None)
@@ -184,6 +190,21 @@ class MessageGraph:
         u = self.gather_src(x) + e
         best, winner, found = _extremum(u, self.dst, self.num_nodes, op, self._row_ids(u))
         return torch.where(found, u.gather(0, winner), best), winner
+
+    def _csr(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adjacency as an (N, N) CSR matrix of ones (row = destination) and each stored entry's
+        source node, with N appended (the entry id torch reports for a row without entries). Entries
+        keep edge-id order within a row, so "first in its row" is DGL's "lowest edge id"."""
+        def make():
+            order = torch.argsort(self.dst, stable=True)
+            crow = torch.cat([self.dst.new_zeros(1), self.in_degrees().cumsum(0)])
+            col = self.src.index_select(0, order)
+            with warnings.catch_warnings():  # torch calls its CSR support "beta"
+                warnings.simplefilter("ignore", UserWarning)
+                matrix = torch.sparse_csr_tensor(crow, col, torch.ones(self.num_edges, dtype=dtype, device=self.device),
+                                                 (self.num_nodes, self.num_nodes), check_invariants=False)
+            return matrix, torch.cat([col, col.new_full((1,), self.num_nodes)])
+        return self._cached(("csr", dtype), make)
 
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
@@ -272,6 +293,45 @@ def _extremum(values: torch.Tensor, owner: torch.Tensor, n_out: int, op: Reduce,
             0, index, candidates, "amin", include_self=True).long()
     found = winner < n_rows
     return best, winner.clamp_(max=n_rows - 1), found
+
+
+class _EdgeSum(torch.autograd.Function):
+    """:meth:`MessageGraph.reduce` sum on DGL's gspmm, with the backward pass a plain gather of the
+    output gradient at each edge's destination (DGL's own backward, a gsddmm, is ~8x slower on CPU)."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, e):
+        ctx.graph = graph
+        return dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, e)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, grad.index_select(0, ctx.graph.dst)
+
+
+class _CopyUExtremum(torch.autograd.Function):
+    """:meth:`MessageGraph.copy_u` max/min on CPU with torch's CSR reduce kernel (torch.sparse.mm),
+    15-20x faster than DGL's CPU max/min. Keeps the winning entry per output element for the backward
+    pass, which sends each gradient element to that entry's source node."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, x, op):
+        matrix, sources = graph._csr(x.dtype)
+        reduce = "amax" if op == "max" else "amin"
+        x = x.contiguous()
+        if not ctx.needs_input_grad[1]:
+            return torch.sparse.mm(matrix, x, reduce)
+        with torch.enable_grad():  # the kernel reports the winning entries only for an input that needs grad
+            out, entry = torch.ops.aten._sparse_mm_reduce_impl(matrix, x.detach().requires_grad_(), reduce)
+        ctx.save_for_backward(sources.index_select(0, entry.reshape(-1)).view(entry.shape))
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (winner,) = ctx.saved_tensors  # source node per output element; N where a node has no edges
+        n = grad.shape[0]
+        grad_x = grad.new_zeros((n + 1, *grad.shape[1:])).scatter_add_(0, winner, grad.contiguous())
+        return None, grad_x[:n], None
 
 
 class _UAddELinearExtremum(torch.autograd.Function):

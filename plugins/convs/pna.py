@@ -6,9 +6,11 @@ the message splits into a receiver term and a sender(+edge) term: m_ij = A_i + u
 u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on it, so only u is
 reduced: sums of u and u^2, and max of [u, -u] (the min is minus the max of -u). Without edge features
 u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With edge features
-(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the max of [u, -u] runs fused
-over [B, -B] on the nodes and the basis projected by [W_e; -W_e], with a backward pass that forms no
-per-edge gradient (MessageGraph.u_add_e_linear); only the sums form u per edge.
+(C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the sums form u per edge (one
+addmm); min and max take B alone (the node path: on CPU a per-edge max costs about as much as the
+rest of the layer). With ``edge_features_in_extrema`` the max of [u, -u] runs fused over [B, -B] on the
+nodes and the basis projected by [W_e; -W_e], with a backward pass that forms no per-edge gradient
+(MessageGraph.u_add_e_linear).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class PNAOptions(BaseModel):
     aggregators: list[Aggregator] = Field(["mean", "min", "max", "std"], min_length=1)
     scalers: list[Scaler] = Field(["identity", "amplification", "attenuation"], min_length=1)
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
-    use_edge_features: bool = Field(False, description="Feed the trunk's edge features (the radial basis of the distance) into the messages. Off by default, as in the paper (distance then enters only through the radius graph): turn it on for data whose geometry varies (relaxed cells, MD snapshots); it costs about 2x in training speed on CPU.")
+    use_edge_features: bool | None = Field(None, description="Feed the trunk's edge features (the radial basis of the distance) into the messages. Default: on whenever model.edge_features is not 'none'. False: the paper's PNA, where distance enters only through the radius graph (fine on a fixed lattice, blind to strain and displacements).")
+    edge_features_in_extrema: bool = Field(False, description="With edge features, let the min and max aggregators see them too (a per-edge max): more accurate on emt-alloy, but about 1.6x slower training on CPU (docs/model.md). Default: only mean, std and sum see them; min and max take the neighbours' features alone.")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
@@ -72,9 +75,11 @@ class PNATower(nn.Module):
     """One tower: ``in_dim`` features in, ``out_dim`` out."""
 
     def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str],
-                 pre_layers: int = 1, post_layers: int = 1, mean_degree: float = 1.0):
+                 pre_layers: int = 1, post_layers: int = 1, mean_degree: float = 1.0,
+                 edge_features_in_extrema: bool = False):
         super().__init__()
         self.aggregators, self.scalers, self.mean_degree = aggregators, scalers, mean_degree
+        self.edge_features_in_extrema = edge_features_in_extrema
         self.pre_dst = nn.Linear(in_dim, in_dim)  # M's block acting on the receiver (carries M's bias)
         self.pre_src = nn.Linear(in_dim, in_dim, bias=False)
         self.pre_edge = nn.Linear(edge_dim, in_dim, bias=False) if edge_dim else None
@@ -92,11 +97,15 @@ class PNATower(nn.Module):
                 "max": graph.copy_u(torch.cat([b, -b], dim=1), "max") if self.need_max else None}
 
     def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor) -> dict:
-        """u_ij = B_j + W_e e_ij. The max of [u, -u] runs fused on [B, -B] and the basis with weights
-        [W_e; -W_e] (u_add_e_linear: no per-edge gradient); only the sums form u per edge (one addmm)."""
+        """u_ij = B_j + W_e e_ij for the sums, formed per edge (one addmm). The max of [u, -u] either
+        sees B only (copy_u, nothing per edge) or, with ``edge_features_in_extrema``, runs fused on
+        [B, -B] and the basis with weights [W_e; -W_e] (u_add_e_linear: no per-edge gradient)."""
         w = self.pre_edge.weight
-        max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max") \
-            if self.need_max else None
+        max_in = None
+        if self.need_max and self.edge_features_in_extrema:
+            max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max")
+        elif self.need_max:
+            max_in = graph.copy_u(torch.cat([b, -b], dim=1), "max")
         if not self.need_sum:
             return {"sum": None, "max": max_in}
         u = torch.addmm(graph.gather_src(b), edge_attr, w.T)
@@ -160,18 +169,19 @@ class PNAConv(nn.Module):
     features when ``use_edge_features``; :math:`M` linear, or an MLP with ``pre_layers`` > 1):
 
     .. math::
-        h_i' = U\left[h_i,\ igoplus_{s \in S} igoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})
-ight]
+        h_i' = U\left[h_i,\ \bigoplus_{s \in S} \bigoplus_{a \in A} s(d_i)\, a_{j \in N(i)}(m_{ij})\right]
 
     with aggregators :math:`A` (mean, min, max, std, sum), degree scalers :math:`S` (identity,
     amplification :math:`\log(d+1)/\delta`, attenuation :math:`\delta/\log(d+1)`, :math:`\delta` the
     training set's mean of :math:`\log(d+1)`) and :math:`U` linear (or an MLP with ``post_layers`` > 1).
-    An atom without neighbours aggregates 0.
+    An atom without neighbours aggregates 0. With edge features, a linear :math:`M` and
+    ``edge_features_in_extrema`` off, min and max aggregate :math:`M [h_j, h_i, 0]`.
 
     Args:
         in_dim: input node feature width.
         out_dim: output width.
-        options: aggregators, scalers, towers, use_edge_features, mixing, pre/post layers, divide_input.
+        options: aggregators, scalers, towers, use_edge_features, edge_features_in_extrema, mixing,
+            pre/post layers, divide_input.
         context: edge feature width and the training in-degree histogram.
 
     Shapes:
@@ -186,14 +196,14 @@ ight]
         if options.use_edge_features and context.edge_dim <= 0:
             raise ConfigError("pna: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
                               "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
-        edge_dim = context.edge_dim if options.use_edge_features else 0
+        edge_dim = context.edge_dim if options.use_edge_features is not False else 0
         self.uses_edge_features = edge_dim > 0
         self.divide_input = options.divide_input
         tower_in = in_dim // towers if options.divide_input else in_dim
         hist = context.degree_histogram if context.degree_histogram is not None else [0, 1]
         self.towers = nn.ModuleList(
             PNATower(tower_in, out_dim // towers, edge_dim, options.aggregators, options.scalers,
-                     options.pre_layers, options.post_layers, mean_degree(hist))
+                     options.pre_layers, options.post_layers, mean_degree(hist), options.edge_features_in_extrema)
             for _ in range(towers))
         self.mixing = nn.Linear(out_dim, out_dim) if options.mixing else None
         # Saved with the model: the scalers must see the training set's delta after a restore.
@@ -214,5 +224,5 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on fused gather-reduce kernels",
-                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features,
+                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features is not False,
                       kernels=("dgl", "torch")))
