@@ -51,9 +51,13 @@ class Variant:
 
     @property
     def label(self) -> str:
-        if "use_edge_features" not in self.options:
-            return self.conv
-        return f"{self.conv} ({'edges' if self.options['use_edge_features'] else 'no edges'})"
+        parts = [("edges" if v else "no edges") if k == "use_edge_features" else k.replace("_", " ")
+                 for k, v in self.options.items() if k == "use_edge_features" or v is True]
+        return f"{self.conv} ({', '.join(parts)})" if parts else self.conv
+
+
+# Options of built-in convs worth a row of their own (with edge features where the conv has the option).
+EXTRA = {"pna": [{"edge_features_in_extrema": True}], "egnn": [{"vector_features": True}]}
 
 
 def variants(registry: Registry, only: list[str] | None) -> list[Variant]:
@@ -64,10 +68,11 @@ def variants(registry: Registry, only: list[str] | None) -> list[Variant]:
         sys.exit(f"--convs: unknown conv {', '.join(unknown)}; installed: {', '.join(names)}")
     out = []
     for name in only or names:
-        if "use_edge_features" in registry.conv(name).options.model_fields:
-            out += [Variant(name, {"use_edge_features": False}), Variant(name, {"use_edge_features": True})]
-        else:
-            out.append(Variant(name))
+        fields = registry.conv(name).options.model_fields
+        edges = [{"use_edge_features": False}, {"use_edge_features": True}] if "use_edge_features" in fields else [{}]
+        out += [Variant(name, e) for e in edges]
+        out += [Variant(name, {**edges[-1], **extra}) for extra in EXTRA.get(name, [])
+                if set(extra) <= set(fields)]
     return out
 
 
@@ -129,7 +134,7 @@ def dataset_table(name: str, args: argparse.Namespace, registry: Registry, conso
     for variant in variants(registry, args.convs):
         run_cfg = cfg.model_copy(deep=True)
         run_cfg.model.conv, run_cfg.model.conv_options = variant.conv, dict(variant.options)
-        run_cfg.output_dir = Path(cfg.output_dir) / variant.label.replace(" ", "_").replace("(", "").replace(")", "")
+        run_cfg.output_dir = Path(cfg.output_dir) / variant.label.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
         started = time.perf_counter()
         result = train_with_budget(run_cfg, data, args.epochs, args.minutes, registry)
         row = [variant.label, str(len(result.history)), f"{steady(result.history, 'seconds'):.2f}",

@@ -66,10 +66,10 @@ def test_schnet_matches_reference():
     torch.testing.assert_close(conv(graph, h, e, geometry=geometry), torch.stack(rows), atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("edge_features,envelope", [(False, True), (True, False)])
-def test_egnn_matches_reference(edge_features, envelope):
+@pytest.mark.parametrize("edge_features,envelope,vectors", [(False, True, False), (True, False, False), (False, True, True)])
+def test_egnn_matches_reference(edge_features, envelope, vectors):
     graph = random_graph(seed=5)
-    options = EGNNOptions(use_edge_features=edge_features, envelope=envelope)
+    options = EGNNOptions(use_edge_features=edge_features, envelope=envelope, vector_features=vectors)
     conv = make_egnn(4, 4, options, ConvContext(3, None, CUTOFF)).double()
     geometry = random_geometry(graph, seed=1)
     h = torch.randn(graph.num_nodes, 4, dtype=torch.float64)
@@ -82,6 +82,7 @@ def test_egnn_matches_reference(edge_features, envelope):
     rows = []
     for i in range(graph.num_nodes):
         total = torch.zeros(4, dtype=torch.float64)
+        v = torch.zeros(3, 4, dtype=torch.float64)  # sum_j (x_i - x_j) / r_c (W_x m_ij)^T
         for j, eid in zip(*incoming(graph, i)):
             d2 = float(geometry.vec[eid].dot(geometry.vec[eid])) / CUTOFF**2
             z = torch.cat([h[i], h[j], torch.tensor([d2], dtype=torch.float64)] + ([e[eid]] if edge_features else []))
@@ -90,7 +91,10 @@ def test_egnn_matches_reference(edge_features, envelope):
                 r = math.sqrt(d2) * CUTOFF
                 m = m * (0.5 * (math.cos(math.pi * r / CUTOFF) + 1) if r < CUTOFF else 0.0)
             total += m
-        rows.append(h[i] + conv.node_net(torch.cat([h[i], total])))
+            if vectors:
+                v += torch.outer(geometry.vec[eid] / CUTOFF, conv.vector.weight @ m)
+        lengths = [torch.sqrt((v * v).sum(0) + 1e-8)] if vectors else []
+        rows.append(h[i] + conv.node_net(torch.cat([h[i], total, *lengths])))
     torch.testing.assert_close(conv(graph, h, e, geometry=geometry), torch.stack(rows), atol=1e-10, rtol=1e-10)
 
 
@@ -136,9 +140,11 @@ def predict(model, structures, cfg, species):
     return model(collate(graphs, np.arange(len(structures))))
 
 
-@pytest.mark.parametrize("conv", ["pna", "schnet", "egnn", "cgcnn"])
-def test_periodic_model_invariant_under_rotation_translation_permutation(conv, small_prepared):
-    cfg = small_config(**{"model.conv": conv, "heads": ["H", "C"], "graph.periodic": True, "graph.radius": 5.0})
+@pytest.mark.parametrize("conv, options", [("pna", {}), ("schnet", {}), ("egnn", {}), ("egnn", {"vector_features": True}),
+                                           ("cgcnn", {})])
+def test_periodic_model_invariant_under_rotation_translation_permutation(conv, options, small_prepared):
+    cfg = small_config(**{"model.conv": conv, "heads": ["H", "C"], "graph.periodic": True, "graph.radius": 5.0,
+                          "model.conv_options": options})
     info = small_prepared.info.model_copy(update={"cutoff": 5.0})
     torch.manual_seed(0)
     model = build_model(cfg, info).eval()
@@ -161,13 +167,13 @@ def test_periodic_model_invariant_under_rotation_translation_permutation(conv, s
         assert (predict(model, squeezed, cfg, info.species)["H"] - model_out["H"]).abs().max() > 1e-6
 
 
-@pytest.mark.parametrize("conv", ["pna", "schnet", "egnn", "cgcnn"])
-def test_gradients_reach_the_edge_vectors(conv, small_prepared):
+@pytest.mark.parametrize("conv, options", [("pna", {}), ("schnet", {}), ("egnn", {}), ("egnn", {"vector_features": True}),
+                                           ("cgcnn", {})])
+def test_gradients_reach_the_edge_vectors(conv, options, small_prepared):
     """Forces by autograd: every geometric input comes from batch.edge_vec (through edge_dist)."""
     from dataclasses import replace
 
     torch.manual_seed(0)
-    options = {"use_edge_features": True} if conv == "pna" else {}  # PNA sees distances only with them
     model = build_model(small_config(**{"model.conv": conv, "heads": ["H"], "model.conv_options": options}),
                         small_prepared.info)
     batch = collate(small_prepared.train, np.arange(3))

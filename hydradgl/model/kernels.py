@@ -6,7 +6,8 @@ readout), each with two implementations:
 
 * ``dgl``: DGL's fused sparse kernels (gspmm/gsddmm). Per-edge messages of the fused forms are never
   materialized. Runs wherever the installed DGL supports the tensors' device (CPU always; CUDA only
-  with DGL's own CUDA wheels, which exist for torch <= 2.4).
+  with DGL's own CUDA wheels, which exist for torch <= 2.4). On CPU two slow DGL kernels are replaced:
+  ``copy_u`` max/min use torch's CSR reduce kernel, and the backward of an edge-to-node sum is a gather.
 * ``torch``: plain torch (``index_select``, ``index_add_``, ``scatter_reduce``) on the edge index
   tensors. Runs on any device torch supports.
 
@@ -147,7 +148,7 @@ class MessageGraph:
 
     def copy_u(self, x: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
         """(N, F): ``op`` over incoming edges of the source features ``x[src]`` (fused on ``dgl``)."""
-        if self._dgl_edges and op in ("max", "min") and x.device.type == "cpu":
+        if self._dgl_edges and op in ("max", "min") and x.device.type == "cpu" and x.dim() == 2:
             return _CopyUExtremum.apply(self, x, op)
         if self._dgl_edges:
             return self._dgl_spmm("copy_lhs", op, x, None)

@@ -13,6 +13,9 @@ from hydradgl.model.layers import EdgeGeometry
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
+VECTOR_EPS = 1e-8  # inside the square root of a vector length: finite gradients at zero length
+
+
 class EGNNOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -20,6 +23,9 @@ class EGNNOptions(BaseModel):
                                                         "network, beside the squared distance.")
     envelope: bool = Field(True, description="Multiply each message by the cosine cutoff of its distance, so "
                                              "messages fade out smoothly at the cutoff radius.")
+    vector_features: bool = Field(False, description="Also feed the node update the lengths of the paper's "
+                                  "coordinate-update vectors, sum_j (x_i - x_j) phi_x(m_ij), one per channel: "
+                                  "invariant, and they see directions (a net force is such a vector sum).")
 
 
 class EGNNConv(nn.Module):
@@ -36,14 +42,23 @@ class EGNNConv(nn.Module):
     model continuous as atoms cross the cutoff). The paper's coordinate update
     :math:`x_i' = x_i + C \sum_j (x_i - x_j)\, \phi_x(m_{ij})` is not applied: coordinates stay fixed,
     so node features, and every head on them, are invariant under rotations, translations and
-    permutations. The first layer of :math:`\phi_e` is split by its inputs, so the receiver and sender
-    terms are computed per node, not per edge.
+    permutations. With ``vector_features``, :math:`\phi_x` is linear with ``dim`` outputs and the
+    update's input gains the length of each channel of that vector sum,
+
+    .. math::
+        v_i = \sum_{j \in N(i)} \frac{x_i - x_j}{r_c}\, (W_x m_{ij})^\top \in \mathbb{R}^{3 \times d},
+        \qquad h_i' = h_i + \phi_h\!\left(h_i, \sum_j m_{ij}, \sqrt{\textstyle\sum_k v_{i,k}^2 + \epsilon}\right),
+
+    invariant like the rest, but sensitive to the directions of the neighbours, which distances alone
+    are not (a per-atom force is a vector sum of this kind). The first layer of :math:`\phi_e` is split
+    by its inputs, so the receiver and sender terms are computed per node, not per edge.
 
     Args:
         dim: node feature width (in and out: the update is residual).
         edge_dim: width of the trunk's edge features (used only with ``use_edge_features``).
         use_edge_features: add the edge features to the edge network's input.
         envelope: multiply messages by the cosine cutoff.
+        vector_features: add the per-channel lengths of :math:`v_i` to the update's input.
 
     Shapes:
         node features (N, dim), geometry (E,) distances [, edge features (E, edge_dim)] -> (N, dim).
@@ -51,7 +66,8 @@ class EGNNConv(nn.Module):
 
     uses_geometry = True
 
-    def __init__(self, dim: int, edge_dim: int = 0, use_edge_features: bool = False, envelope: bool = True):
+    def __init__(self, dim: int, edge_dim: int = 0, use_edge_features: bool = False, envelope: bool = True,
+                 vector_features: bool = False):
         super().__init__()
         self.uses_edge_features = use_edge_features
         self.envelope = envelope
@@ -61,7 +77,9 @@ class EGNNConv(nn.Module):
         nn.init.uniform_(self.edge_dist, -1.0, 1.0)
         self.edge_attr = nn.Linear(edge_dim, dim, bias=False) if use_edge_features else None
         self.edge_out = nn.Linear(dim, dim)  # second layer of phi_e
-        self.node_net = nn.Sequential(nn.Linear(2 * dim, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
+        self.vector = nn.Linear(dim, dim, bias=False) if vector_features else None  # phi_x, one per channel
+        node_in = (3 if vector_features else 2) * dim
+        self.node_net = nn.Sequential(nn.Linear(node_in, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
                 geometry: EdgeGeometry | None = None) -> torch.Tensor:
@@ -72,7 +90,11 @@ class EGNNConv(nn.Module):
         m = F.silu(self.edge_out(F.silu(z)))
         if self.envelope:
             m = m * geometry.envelope.unsqueeze(1)
-        return h + self.node_net(torch.cat([h, graph.reduce(m, "sum")], dim=1))
+        parts = [h, graph.reduce(m, "sum")]
+        if self.vector is not None:  # (E, 3, dim): x_i - x_j (vec points from source j to receiver i) per channel
+            v = graph.reduce((geometry.vec / geometry.cutoff).unsqueeze(2) * self.vector(m).unsqueeze(1), "sum")
+            parts.append(torch.sqrt(v.square().sum(dim=1) + VECTOR_EPS))
+        return h + self.node_net(torch.cat(parts, dim=1))
 
 
 def make_egnn(in_dim: int, out_dim: int, options: EGNNOptions, context: ConvContext) -> EGNNConv:
@@ -81,7 +103,7 @@ def make_egnn(in_dim: int, out_dim: int, options: EGNNOptions, context: ConvCont
     if options.use_edge_features and context.edge_dim <= 0:
         raise ConfigError("egnn: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
                           "set model.edge_features to 'gaussian' or turn the option off")
-    return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope)
+    return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope, options.vector_features)
 
 
 @hookimpl
