@@ -45,7 +45,8 @@ from bench_train import FirstBatches  # this folder is on sys.path when a script
 from hydradgl.configio import load_config
 from hydradgl.data.graphs import neighbour_edges
 from hydradgl.data.graphset import GraphSet
-from hydradgl.data.pipeline import composition, loaded_from_store, split_dataset
+from hydradgl.data.packing import composition
+from hydradgl.data.pipeline import loaded_from_store, split_dataset
 from hydradgl.data.records import Structure, TargetInfo
 from hydradgl.data.store import build_store, open_store, packed_chunks
 
