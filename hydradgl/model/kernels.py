@@ -6,8 +6,9 @@ readout), each with two implementations:
 
 * ``dgl``: DGL's fused sparse kernels (gspmm/gsddmm). Per-edge messages of the fused forms are never
   materialized. Runs wherever the installed DGL supports the tensors' device (CPU always; CUDA only
-  with DGL's own CUDA wheels, which exist for torch <= 2.4). On CPU two slow DGL kernels are replaced:
-  ``copy_u`` max/min use torch's CSR reduce kernel, and the backward of an edge-to-node sum is a gather.
+  with DGL's own CUDA wheels, which exist for torch <= 2.4). Slow DGL CPU kernels are bypassed:
+  ``copy_u`` max/min use torch's CSR reduce kernel, the backward of an edge-to-node sum is a gather,
+  and ``u_add_v`` gathers forward and sums backward.
 * ``torch``: plain torch (``index_select``, ``index_add_``, ``scatter_reduce``) on the edge index
   tensors. Runs on any device torch supports.
 
@@ -133,7 +134,7 @@ class MessageGraph:
     def u_add_v(self, x_src: torch.Tensor, x_dst: torch.Tensor) -> torch.Tensor:
         """(E, F): ``x_src[src] + x_dst[dst]``."""
         if self._dgl_edges:
-            return dgl.ops.u_add_v(self.dgl, x_src, x_dst)
+            return _UAddV.apply(self, x_src, x_dst)
         return self.gather_src(x_src) + self.gather_dst(x_dst)
 
     # -- edges to destination nodes -----------------------------------------------------------------
@@ -308,6 +309,27 @@ class _EdgeSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return None, grad.index_select(0, ctx.graph.dst)
+
+
+class _UAddV(torch.autograd.Function):
+    """:meth:`MessageGraph.u_add_v` as two gathers, with a backward pass of two fused edge-to-node sums
+    (to destinations, and to sources on the reversed graph): ~2x faster on CPU than DGL's gsddmm."""
+
+    @staticmethod
+    def forward(ctx, graph: MessageGraph, x_src, x_dst):
+        ctx.graph, ctx.shapes = graph, (x_src.shape, x_dst.shape)
+        return x_src.index_select(0, graph.src) + x_dst.index_select(0, graph.dst)
+
+    @staticmethod
+    def backward(ctx, grad):
+        graph = ctx.graph
+        grad_src = grad_dst = None
+        if ctx.needs_input_grad[1]:
+            reverse = graph._cached("dgl_reverse", lambda: dgl.reverse(graph.dgl))
+            grad_src = dgl.ops.gspmm(reverse, "copy_rhs", "sum", None, grad).sum_to_size(ctx.shapes[0])
+        if ctx.needs_input_grad[2]:
+            grad_dst = dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, grad).sum_to_size(ctx.shapes[1])
+        return None, grad_src, grad_dst
 
 
 class _CopyUExtremum(torch.autograd.Function):
