@@ -98,14 +98,14 @@ def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, 
     atoms (an MD step of the ASE calculator). ``(None,) * 4`` when the candidates exceed
     ``SMALL_CELL_PAIRS``: ASE's linear-time binning is then the better tool."""
     n = len(positions)
+    inverse = np.linalg.inv(cell)
     # images per axis: the cutoff over the distance between lattice planes (1 / |reciprocal vector|)
-    widths = 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)
+    widths = 1.0 / np.linalg.norm(inverse.T, axis=1)
     reach = [int(np.ceil(radius / w)) if periodic else 0 for w, periodic in zip(widths, pbc)]
     n_images = int(np.prod([2 * k + 1 for k in reach]))
     if n * n * n_images > SMALL_CELL_PAIRS:
         return None, None, None, None
-    frac = positions @ np.linalg.inv(cell)
-    wrapped = positions - np.floor(frac * np.asarray(pbc)) @ cell  # periodic axes into [0, 1)
+    wrapped = positions - np.floor(positions @ inverse * np.asarray(pbc)) @ cell  # periodic axes into [0, 1)
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1).reshape(-1, 3)
     # disp[s, i, j] = wrapped[j] + shift_s - wrapped[i]
     disp = (wrapped[None, None, :, :] + (shifts @ cell)[:, None, None, :]) - wrapped[None, :, None, :]

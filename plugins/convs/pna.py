@@ -91,10 +91,15 @@ class PNATower(nn.Module):
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
 
+    @staticmethod
+    def _node_max(graph, b: torch.Tensor) -> torch.Tensor:
+        """Max of [B_j, -B_j] over neighbours (min = minus the second half): fused copy_u on the nodes."""
+        return graph.copy_u(torch.cat([b, -b], dim=1), "max")
+
     def _reduce_nodes(self, graph, b: torch.Tensor) -> dict:
         """Without edge features u_ij = B_j lives on the source nodes: fused copy_u, nothing per edge."""
         return {"sum": graph.copy_u(torch.cat([b, b * b], dim=1), "sum") if self.need_sum else None,
-                "max": graph.copy_u(torch.cat([b, -b], dim=1), "max") if self.need_max else None}
+                "max": self._node_max(graph, b) if self.need_max else None}
 
     def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor) -> dict:
         """u_ij = B_j + W_e e_ij for the sums, formed per edge (one addmm). The max of [u, -u] either
@@ -105,7 +110,7 @@ class PNATower(nn.Module):
         if self.need_max and self.edge_features_in_extrema:
             max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max")
         elif self.need_max:
-            max_in = graph.copy_u(torch.cat([b, -b], dim=1), "max")
+            max_in = self._node_max(graph, b)
         if not self.need_sum:
             return {"sum": None, "max": max_in}
         u = torch.addmm(graph.gather_src(b), edge_attr, w.T)
