@@ -109,9 +109,13 @@ class TrainingConfig(Section):
     lr: Number = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")
     weight_decay: Number = Field(0.0, ge=0, description="Weight decay.")
     patience: int | None = Field(20, strict=True, ge=1, description="Early-stopping patience in epochs (null: off).")
-    lr_schedule: Literal["none", "plateau"] = Field("none", description="Learning-rate schedule.")
+    lr_schedule: Literal["none", "plateau", "cosine"] = Field(
+        "none", description="Learning-rate schedule: none, plateau (reduce when the validation loss stalls) or "
+        "cosine (from lr down to lr * cosine_final_factor over training.epochs, per epoch).")
     plateau_factor: Number = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
     plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
+    cosine_final_factor: Number = Field(0.01, ge=0, lt=1, description="Cosine schedule: the last epoch's learning "
+                                        "rate as a fraction of lr.")
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
     precise_bn_graphs: int | None = Field(
         512, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "

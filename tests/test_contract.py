@@ -19,7 +19,7 @@ from hydradgl.api import load
 from hydradgl.train.saved import evaluate_saved, load_run
 from hydradgl_plugins.datasets.fept import lattice
 from hydradgl_plugins.datasets.lsms import write_lsms
-from tests.conftest import small_config
+from tests.conftest import SMALL_FEPT, small_config
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,57 @@ def test_cli_evaluate_last_checkpoint_with_per_structure_errors(run, tmp_path):
         assert metrics[head]["unit"] == expected[head]["unit"]
     rows = list(csv.DictReader(rows_path.open()))
     assert len(rows) == json.loads((result.run_dir / "test_metrics.json").read_text())["test_graphs"]
+
+
+def test_saved_run_records_complete_plugin_options(run):
+    """Defaults are written out (a later change of a plugin default cannot change the saved model)."""
+    import yaml
+    import torch
+
+    from hydradgl_plugins.convs.pna import PNAOptions
+    from hydradgl_plugins.datasets.fept import FePtOptions
+    from hydradgl_plugins.heads.graph import GraphHeadOptions
+
+    _, result = run
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    state = torch.load(result.run_dir / "best.pt", weights_only=True)
+    for cfg in (saved, state["config"]):
+        assert cfg["model"]["conv_options"] == PNAOptions().model_dump(mode="json")
+        assert [h["kind"] for h in cfg["heads"]] == ["graph-head", "node-head", "node-head"]
+        assert cfg["heads"][0]["options"] == GraphHeadOptions().model_dump(mode="json")
+        assert cfg["dataset"]["options"] == {**FePtOptions().model_dump(mode="json"), **SMALL_FEPT["dataset.options"]}
+
+
+def _as_format2(run_dir, tmp_path, conv_options):
+    """A copy of ``run_dir`` whose checkpoints look written by format 2: plugin options as given."""
+    import shutil
+    import torch
+
+    old = tmp_path / "format2"
+    shutil.copytree(run_dir, old)
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(old / name, weights_only=True)
+        state["format"], state["config"]["model"]["conv_options"] = 2, conv_options
+        torch.save(state, old / name)
+    return old
+
+
+def test_format2_edge_free_pna_loads_as_it_was_trained(tmp_path, small_prepared):
+    """Runs of the paper's PNA saved before edge features became the default (conv_options {} then
+    meant no edge features) load with their own architecture and predict as before."""
+    cfg = small_config(tmp_path, **{"model.conv_options": {"use_edge_features": False}, "training.epochs": 1})
+    run_dir = train_run(cfg, data=small_prepared, quiet=True, plots_enabled=False).run_dir
+    atoms = Atoms(numbers=[26, 78] * 16, positions=lattice(3.86, 3.72)[0], cell=lattice(3.86, 3.72)[1], pbc=False)
+    before = load(run_dir).predict(atoms).structures["H"].to_numpy()
+    old = load(_as_format2(run_dir, tmp_path, {}))
+    assert old.members[0].cfg.model.conv_options["use_edge_features"] is False
+    np.testing.assert_allclose(old.predict(atoms).structures["H"].to_numpy(), before, rtol=1e-6)
+
+
+def test_weights_that_do_not_fit_the_config_are_a_clear_error(run, tmp_path):
+    from hydradgl.errors import TrainingError
+
+    _, result = run
+    broken = _as_format2(result.run_dir, tmp_path, {"use_edge_features": True, "aggregators": ["mean", "max"]})
+    with pytest.raises(TrainingError, match=r"format2/best.pt: its weights do not fit the model its config builds"):
+        load(broken)

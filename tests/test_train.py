@@ -76,6 +76,16 @@ def test_resume_equals_uninterrupted(tmp_path, small_prepared):
         torch.testing.assert_close(last_full[key], last_resumed[key], atol=1e-6, rtol=1e-5)
 
 
+def test_cosine_schedule_decays_to_the_final_factor(tmp_path, small_prepared):
+    """Each epoch's row records the rate for the next epoch: lr * (f + (1 - f) (1 + cos(pi k / epochs)) / 2)."""
+    extra = {"training.epochs": 4, "training.lr": 2e-3, "training.lr_schedule": "cosine",
+             "training.cosine_final_factor": 0.1, "training.patience": None}
+    run = train_run(small_config(tmp_path, **extra), data=small_prepared, quiet=True, plots_enabled=False)
+    expected = [2e-3 * (0.1 + 0.9 * (1 + np.cos(np.pi * k / 4)) / 2) for k in (1, 2, 3, 4)]
+    assert [r["lr"] for r in run.history] == pytest.approx(expected, rel=1e-9)
+    assert run.history[-1]["lr"] == pytest.approx(2e-4)
+
+
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tmp_path, small_prepared, monkeypatch):
     from hydradgl.model import loss as loss_module
 

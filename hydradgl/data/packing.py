@@ -16,8 +16,8 @@ from hydradgl.errors import DataError
 
 def composition(numbers: np.ndarray) -> str:
     """``Fe12Pt20``-style label, elements by increasing proton number."""
-    zs, counts = np.unique(numbers, return_counts=True)
-    return "".join(f"{chemical_symbols[int(z)]}{int(c)}" for z, c in zip(zs, counts))
+    counts = np.bincount(numbers)
+    return "".join(f"{chemical_symbols[z]}{counts[z]}" for z in np.flatnonzero(counts))
 
 
 def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
@@ -84,7 +84,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
               for k, t in targets.items() if t.level == "node"}
     return GraphSet(numbers=numbers, node_inputs=inputs, node_ptr=node_ptr,
                     src=np.concatenate(src), dst=np.concatenate(dst), vec=vec_all,
-                    dist=np.linalg.norm(vec_all, axis=1).astype(np.float32), edge_ptr=edge_ptr,
+                    dist=np.sqrt(np.einsum("ij,ij->i", vec_all, vec_all)), edge_ptr=edge_ptr,
                     graph_targets=graph_t, node_targets=node_t,
                     compositions=[composition(s.numbers) for s in structures],
                     sources=[s.source for s in structures])

@@ -11,7 +11,7 @@ from hydradgl.atomic import atomic_open
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.plugins import Registry
 
-FORMAT = 2  # 2: RNG state of torch, numpy and python (1 held torch only)
+FORMAT = 3  # 3: plugin options saved complete; 2: as given (read, see _from_format2); 2 added the RNG state
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -35,10 +35,23 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise TrainingError(f"{path}: not a readable hydradgl checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise TrainingError(f"{path}: not a hydradgl checkpoint")
+    if payload["format"] == 2:
+        _from_format2(payload)
     if payload["format"] != FORMAT:
         raise TrainingError(f"{path}: checkpoint format {payload['format']} was written by another hydradgl version; "
-                            f"this one reads format {FORMAT}")
+                            f"this one reads formats 2 and {FORMAT}")
     return payload
+
+
+def _from_format2(payload: dict[str, Any]) -> None:
+    """Format 2 saved plugin options as given, so a changed default changed the model a run builds. The one
+    default that changed within it, PNA's ``use_edge_features`` (off before edge features became the
+    default), is read back from the weights: a PNA layer has edge weights exactly when it used them."""
+    model = payload["config"]["model"]
+    if model["conv"] == "pna" and "use_edge_features" not in model["conv_options"]:
+        used = any(".pre_edge." in key for key in payload["model"])
+        model["conv_options"] = {**model["conv_options"], "use_edge_features": used}
+    payload["format"] = FORMAT
 
 
 def plugin_provenance(registry: Registry, used: dict[str, tuple[str, str]]) -> dict[str, dict[str, str]]:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_csv, atomic_write_text
-from hydradgl.configio import save_config, validate_plugin_options
+from hydradgl.configio import resolve_plugin_options, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.data.splitfile import SPLIT_FILE, save_split
 from hydradgl.data.splits import check_split_sizes
@@ -161,6 +161,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
+    cfg = resolve_plugin_options(cfg, registry, {name: t.level for name, t in data.info.targets.items()})
     model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
             **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions}}

@@ -61,11 +61,23 @@ def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu
     if info.graph is None:  # checkpoints from before the contract held the graph settings
         info = info.model_copy(update={"graph": cfg.graph})
     model = build_model(cfg, info, registry)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+        raise TrainingError(f"{path}: its weights do not fit the model its config builds with this hydradgl and "
+                            f"these plugins ({_first_problem(exc)}); was it written by another version of a "
+                            "plugin?") from None
     target = resolve_device(device)
     model.kernels = resolve_kernels("auto", target, model.plugin_kernels)  # both paths compute the same function
     split = run_dir / SPLIT_FILE
     return SavedRun(cfg, info, model.to(target).eval(), target, path, split if split.exists() else None)
+
+
+def _first_problem(exc: RuntimeError) -> str:
+    """The first line of torch's state-dict report after its header, shortened."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    first = lines[0] if lines else str(exc)
+    return first if len(first) <= 200 else first[:200] + "..."
 
 
 @dataclass

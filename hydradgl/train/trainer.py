@@ -55,6 +55,20 @@ def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
     return kinds[training.optimizer](params, lr=training.lr, weight_decay=training.weight_decay)
 
 
+def make_scheduler(training: TrainingConfig, optimizer: torch.optim.Optimizer):
+    """The learning-rate schedule of ``training.lr_schedule`` (None for none), stepped once per epoch."""
+    if training.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=training.plateau_factor,
+                                                          patience=training.plateau_patience)
+    if training.lr_schedule == "cosine":
+        final = training.cosine_final_factor
+
+        def factor(epoch: int) -> float:  # reads training.epochs each call: a resume may extend it
+            return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(epoch / training.epochs, 1.0)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
 def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, normalizer: Normalizer, runtime: Runtime,
              collect: bool = False, heads: list[HeadDescription] | None = None,
              ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -95,8 +109,7 @@ class Trainer:
         self.normalizer = Normalizer.from_info(data.info)
         t = cfg.training
         self.optimizer = make_optimizer(t, self.model.parameters())
-        self.scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=t.plateau_factor, patience=t.plateau_patience) if t.lr_schedule == "plateau" else None)
+        self.scheduler = make_scheduler(t, self.optimizer)
         self.early = EarlyStopping(t.patience)
         self.loader = BatchLoader(data.train, t.batch_size, shuffle=True, seed=t.seed,
                                   rank=runtime.rank, world_size=runtime.world_size)
@@ -169,8 +182,10 @@ class Trainer:
                                      self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
             val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
-            if self.scheduler:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_total)
+            elif self.scheduler:
+                self.scheduler.step()
             self.epoch += 1
             improved = self.early.update(val_total, self.epoch)
             seconds = time.perf_counter() - start
