@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--calc-threads", type=int, default=1,
                         help="torch threads for the calculator (one small cell: 1 avoids thread hand-offs).")

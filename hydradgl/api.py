@@ -33,8 +33,8 @@ from hydradgl.train.saved import SavedRun, load_run
 StructureLike = Union[Atoms, Structure, str, os.PathLike]
 #: Default cap on the edges of one batch (about 1.5 GB of activations for a width-20, 6-layer PNA).
 MAX_EDGES = 2_000_000
-#: Default structures per batch (FePt, PNA x6: 5% faster than 256, slower again at 1024; bench_predict).
-BATCH_SIZE = 512
+#: Default structures per batch.
+BATCH_SIZE = 256
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_struc
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
               help="CSV of per-structure predictions; per-atom ones go beside it as <name>.atoms.csv.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--batch-size", type=int, default=512, show_default=True, help="Structures per batch.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Structures per batch.")
 def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, batch_size: int) -> None:
     """Predict LSMS or extxyz files (or folders of them) with a saved run or ensemble, in physical units."""
     from hydradgl.api import load
