@@ -228,6 +228,22 @@ def test_format2_edge_free_pna_loads_as_it_was_trained(tmp_path, small_prepared)
     np.testing.assert_allclose(old.predict(atoms).structures["H"].to_numpy(), before, rtol=1e-6)
 
 
+def test_format2_edge_free_pna_run_resumes_as_it_was_trained(tmp_path, small_prepared):
+    """Its config.yaml says conv_options: {} (edge features on, today): the checkpoint's options win."""
+    import yaml
+
+    cfg = small_config(tmp_path, **{"model.conv_options": {"use_edge_features": False}, "training.epochs": 1})
+    run_dir = train_run(cfg, data=small_prepared, quiet=True, plots_enabled=False).run_dir
+    old = _as_format2(run_dir, tmp_path, {})
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    saved["model"]["conv_options"] = {}
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    again = small_config(tmp_path, **{"training.epochs": 2, "output_dir": str(old)})
+    resumed = train_run(again, resume=old, data=small_prepared, quiet=True, plots_enabled=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert load(old).members[0].cfg.model.conv_options["use_edge_features"] is False
+
+
 def test_weights_that_do_not_fit_the_config_are_a_clear_error(run, tmp_path):
     from hydradgl.errors import TrainingError
 

@@ -110,6 +110,7 @@ def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | N
             loud = runtime.is_main and not quiet
             say = (lambda msg: console.print(msg, highlight=False)) if loud else (lambda msg: None)
             state = _check_resume(cfg, Path(resume), say) if resume else None
+            cfg = _with_saved_conv_options(cfg, state) if state else cfg
             validate_plugin_options(cfg, registry)
             check_tracking(cfg, registry)
             refusal = None
@@ -141,6 +142,16 @@ def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
     if cfg.training.epochs != before:
         say(f"training.epochs: {before} -> {cfg.training.epochs}; {resume / 'config.yaml'} records it")
     return state
+
+
+def _with_saved_conv_options(cfg: RunConfig, state: dict[str, Any]) -> RunConfig:
+    """Conv options the checkpoint holds but ``cfg`` leaves unset take the checkpoint's value: a run saved
+    before options were written out complete (checkpoint format 2) resumes with the model it trained."""
+    saved = state["config"]["model"]
+    if saved["conv"] != cfg.model.conv:
+        return cfg
+    options = {**saved["conv_options"], **cfg.model.conv_options}
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"conv_options": options})})
 
 
 def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[str, Any] | None,
