@@ -209,18 +209,18 @@ def resolve_plugin_options(cfg: RunConfig, registry, levels: dict[str, str]) -> 
     """``cfg`` with every plugin's options complete (defaults written out) and every head's kind named,
     as a run saves it: a later change of a plugin's defaults then cannot change what a saved run builds.
     ``levels``: target name -> graph/node (the dataset's), which decides a head's default kind."""
-    dataset, conv = registry.dataset(cfg.dataset.name), registry.conv(cfg.model.conv)
+    def complete(spec, values: dict[str, Any], key_path: str) -> dict[str, Any]:
+        return parse_options(spec.options, values, key_path, plugin=spec.name).model_dump(mode="json")
+
     heads = []
     for i, head in enumerate(cfg.heads):
         spec = registry.head(head_kind(head, levels[head.target_name]))
-        options = parse_options(spec.options, head.options, f"heads[{i}].options", plugin=spec.name)
-        heads.append(head.model_copy(update={"kind": spec.name, "options": options.model_dump(mode="json")}))
-    return cfg.model_copy(update={
-        "dataset": cfg.dataset.model_copy(update={"options": parse_options(
-            dataset.options, cfg.dataset.options, "dataset.options", plugin=dataset.name).model_dump(mode="json")}),
-        "model": cfg.model.model_copy(update={"conv_options": parse_options(
-            conv.options, cfg.model.conv_options, "model.conv_options", plugin=conv.name).model_dump(mode="json")}),
-        "heads": heads})
+        heads.append(head.model_copy(update={"kind": spec.name,
+                                             "options": complete(spec, head.options, f"heads[{i}].options")}))
+    dataset = complete(registry.dataset(cfg.dataset.name), cfg.dataset.options, "dataset.options")
+    conv = complete(registry.conv(cfg.model.conv), cfg.model.conv_options, "model.conv_options")
+    return cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"options": dataset}),
+                                  "model": cfg.model.model_copy(update={"conv_options": conv}), "heads": heads})
 
 
 def validate_plugin_options(cfg: RunConfig, registry) -> None:
