@@ -128,10 +128,15 @@ def variance_factor(err: np.ndarray, std: np.ndarray) -> float:
     return float(np.sqrt(np.mean(err ** 2 / np.maximum(std, STD_FLOOR) ** 2)))
 
 
+def _coverage(err: np.ndarray, std: np.ndarray, half_widths: np.ndarray) -> np.ndarray:
+    """Fraction of errors with ``|err| <= w * std`` for every ``w`` in ``half_widths`` (any shape)."""
+    ratios = np.sort(np.abs(err) / np.maximum(std, STD_FLOOR))
+    return np.searchsorted(ratios, half_widths, side="right") / max(ratios.size, 1)
+
+
 def coverage_curve(err: np.ndarray, std: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Observed fraction of errors inside the central Gaussian interval of each nominal level."""
-    ratios = np.sort(np.abs(err) / np.maximum(std, STD_FLOOR))
-    return np.searchsorted(ratios, np.sqrt(2.0) * erfinv(levels), side="right") / max(ratios.size, 1)
+    return _coverage(err, std, np.sqrt(2.0) * erfinv(levels))
 
 
 def miscalibration_area(err: np.ndarray, std: np.ndarray) -> float:
@@ -142,11 +147,9 @@ def miscalibration_area(err: np.ndarray, std: np.ndarray) -> float:
 def calibration_factor(err: np.ndarray, std: np.ndarray) -> float:
     """The scale of ``std`` with the least miscalibration area, searched on a log grid (0.25% steps) from
     1/1000 to 10 times the variance-matching scale (scaling std by s moves every interval edge by s)."""
-    ratios = np.sort(np.abs(err) / np.maximum(std, STD_FLOOR))
     grid = variance_factor(err, std) * np.exp(np.linspace(np.log(1e-3), np.log(10.0), 3000))
-    edges = grid[:, None] * (np.sqrt(2.0) * erfinv(LEVELS))[None, :]
-    areas = np.abs(np.searchsorted(ratios, edges, side="right") / ratios.size - LEVELS).mean(axis=1)
-    return float(grid[int(np.argmin(areas))])
+    covered = _coverage(err, std, grid[:, None] * (np.sqrt(2.0) * erfinv(LEVELS))[None, :])
+    return float(grid[int(np.argmin(np.abs(covered - LEVELS).mean(axis=1)))])
 
 
 def uncertainty_metrics(val: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -154,14 +157,19 @@ def uncertainty_metrics(val: tuple[np.ndarray, np.ndarray, np.ndarray],
     """Metrics of one head from (true, mean, std) arrays on validation and test (see the module docstring)."""
     v_err, v_std = val[1] - val[0], np.maximum(val[2], STD_FLOOR)
     t_err, t_std = test[1] - test[0], np.maximum(test[2], STD_FLOOR)
-    s = calibration_factor(v_err, v_std) if v_err.size else 1.0
+    s, s_rms = (calibration_factor(v_err, v_std), variance_factor(v_err, v_std)) if v_err.size else (1.0, 1.0)
     return {"rmse": float(np.sqrt(np.mean(t_err ** 2))), "mean_std": float(np.mean(t_std)),
             "within_1std": within(t_err, t_std, 1), "within_2std": within(t_err, t_std, 2),
             "miscalibration_area": miscalibration_area(t_err, t_std),
-            "calibration": s, "calibration_rms": variance_factor(v_err, v_std) if v_err.size else 1.0,
+            "calibration": s, "calibration_rms": s_rms,
             "within_1std_calibrated": within(t_err, s * t_std, 1),
             "within_2std_calibrated": within(t_err, s * t_std, 2),
             "miscalibration_area_calibrated": miscalibration_area(t_err, s * t_std), "values": int(t_err.size)}
+
+
+def _data_statistics(info) -> tuple:
+    """What of a DatasetInfo decides the data a model saw (descriptions and units may be reworded)."""
+    return info.species, info.target_min, info.target_max, info.degree_histogram
 
 
 def evaluate_ensemble(model: "TrainedModel", cfg: RunConfig | None = None, registry: Registry | None = None,
@@ -172,8 +180,7 @@ def evaluate_ensemble(model: "TrainedModel", cfg: RunConfig | None = None, regis
         raise TrainingError(f"{model.run_dirs[0]}: one run is not an ensemble; uncertainty needs at least 2 members")
     first = model.members[0]
     data = prepare_data(cfg or first.cfg, registry, log)
-    statistics = lambda info: (info.species, info.target_min, info.target_max, info.degree_histogram)  # noqa: E731
-    if any(statistics(m.info) != statistics(data.info) for m in model.members):
+    if any(_data_statistics(m.info) != _data_statistics(data.info) for m in model.members):
         raise TrainingError(f"{', '.join(map(str, model.run_dirs))}: the members were trained on other data than "
                             "the data set evaluated here (normalization statistics differ)")
     val = model.true_mean_std(data.val, data.info)
