@@ -7,8 +7,11 @@ readout), each with two implementations:
 * ``dgl``: DGL's fused sparse kernels (gspmm/gsddmm). Per-edge messages of the fused forms are never
   materialized. Runs wherever the installed DGL supports the tensors' device (CPU always; CUDA only
   with DGL's own CUDA wheels, which exist for torch <= 2.4). Slow DGL CPU kernels are bypassed:
-  ``copy_u`` max/min use torch's CSR reduce kernel, the backward of an edge-to-node sum is a gather,
-  and ``u_add_v`` gathers forward and sums backward.
+  on CPU, edge-to-node sums (``reduce`` sum/mean, the backward of ``u_add_v``) and ``copy_u``
+  max/min run on torch's CSR sparse-dense kernels (sums: as fast as DGL's on batches, 3-4x faster on
+  one small graph, where DGL's per-call overhead dominates), sum and mean readouts on torch's
+  ``segment_reduce``, the backward of an edge-to-node sum is a gather, and ``u_add_v`` gathers
+  forward and sums backward.
 * ``torch``: plain torch (``index_select``, ``index_add_``, ``scatter_reduce``) on the edge index
   tensors. Runs on any device torch supports.
 
@@ -122,6 +125,11 @@ class MessageGraph:
         fails on an empty edge set; over no edges every reduction is 0 on either path anyway)."""
         return self.backend == "dgl" and self.num_edges > 0
 
+    @property
+    def _csr_sums(self) -> bool:
+        """Whether edge-to-node sums run on torch's CSR kernels: the dgl path on CPU."""
+        return self._dgl_edges and self.device.type == "cpu"
+
     # -- edge-wise -------------------------------------------------------------------------------
     def gather_src(self, x: torch.Tensor) -> torch.Tensor:
         """(E, F): each edge's source node features."""
@@ -139,7 +147,7 @@ class MessageGraph:
 
     # -- edges to destination nodes -----------------------------------------------------------------
     def reduce(self, e: torch.Tensor, op: Reduce = "sum") -> torch.Tensor:
-        """(N, F): ``op`` over each node's incoming edge values ``e`` (E, F)."""
+        """(N, F...): ``op`` over each node's incoming edge values ``e`` (E, F...)."""
         if self._dgl_edges and op in ("sum", "mean"):
             out = _EdgeSum.apply(self, e)
             return out if op == "sum" else out / _rows(self.in_degrees().clamp(min=1).to(out.dtype), out.dim())
@@ -198,15 +206,35 @@ class MessageGraph:
         source node, with N appended (the entry id torch reports for a row without entries). Entries
         keep edge-id order within a row, so "first in its row" is DGL's "lowest edge id"."""
         def make():
-            order = torch.argsort(self.dst, stable=True)
-            crow = torch.cat([self.dst.new_zeros(1), self.in_degrees().cumsum(0)])
-            col = self.src.index_select(0, order)
-            with warnings.catch_warnings():  # torch calls its CSR support "beta"
-                warnings.simplefilter("ignore", UserWarning)
-                matrix = torch.sparse_csr_tensor(crow, col, torch.ones(self.num_edges, dtype=dtype, device=self.device),
-                                                 (self.num_nodes, self.num_nodes), check_invariants=False)
+            matrix = self._sparse("adjacency", dtype)
+            col = matrix.col_indices()
             return matrix, torch.cat([col, col.new_full((1,), self.num_nodes)])
         return self._cached(("csr", dtype), make)
+
+    def _sparse(self, kind: Literal["adjacency", "to_dst", "to_src"], dtype: torch.dtype) -> torch.Tensor:
+        """A CSR matrix of ones: ``adjacency`` (N, N), row = destination, column = source;
+        ``to_dst`` / ``to_src`` (N, E), row = an edge's destination / source node, column = the edge
+        (their product with edge values sums them into those nodes). Entries keep edge-id order within
+        a row."""
+        def make():
+            edges = torch.arange(self.num_edges, device=self.device)
+            rows, cols, width = {"adjacency": (self.dst, self.src, self.num_nodes),
+                                 "to_dst": (self.dst, edges, self.num_edges),
+                                 "to_src": (self.src, edges, self.num_edges)}[kind]
+            order = torch.argsort(rows, stable=True)
+            counts = torch.zeros(self.num_nodes, dtype=torch.long, device=self.device).index_add_(0, rows, torch.ones_like(rows))
+            crow = torch.cat([rows.new_zeros(1), counts.cumsum(0)])
+            with warnings.catch_warnings():  # torch calls its CSR support "beta"
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.sparse_csr_tensor(crow, cols.index_select(0, order),
+                                               torch.ones(self.num_edges, dtype=dtype, device=self.device),
+                                               (self.num_nodes, width), check_invariants=False)
+        return self._cached(("sparse", kind, dtype), make)
+
+    def _sparse_sum(self, kind: Literal["to_dst", "to_src"], x: torch.Tensor) -> torch.Tensor:
+        """``_sparse(kind) @ x`` for ``x`` of any trailing shape: (R, F...) -> (N, F...)."""
+        out = torch.sparse.mm(self._sparse(kind, x.dtype), x.reshape(x.shape[0], -1))
+        return out.view(self.num_nodes, *x.shape[1:])
 
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
@@ -252,6 +280,9 @@ class MessageGraph:
     # -- nodes to graphs -------------------------------------------------------------------------
     def readout(self, h: torch.Tensor, op: Literal["sum", "mean", "max"] = "sum") -> torch.Tensor:
         """(B, F): ``op`` over each graph's nodes (0 for a graph without nodes)."""
+        if self.backend == "dgl" and op != "max" and h.device.type == "cpu":  # torch's kernel: 2-3x faster than DGL's
+            out = torch.segment_reduce(h, "sum", lengths=self.batch_num_nodes)
+            return out if op == "sum" else out / _rows(self.batch_num_nodes.clamp(min=1).to(h.dtype), h.dim())
         if self.backend == "dgl" and self.num_nodes > 0:  # DGL's mean over a batch without nodes is NaN
             return dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
         if op == "max" and self.num_nodes > 0:
@@ -304,6 +335,8 @@ class _EdgeSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, graph: MessageGraph, e):
         ctx.graph = graph
+        if graph._csr_sums:
+            return graph._sparse_sum("to_dst", e)
         return dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, e)
 
     @staticmethod
@@ -325,10 +358,16 @@ class _UAddV(torch.autograd.Function):
         graph = ctx.graph
         grad_src = grad_dst = None
         if ctx.needs_input_grad[1]:
-            reverse = graph._cached("dgl_reverse", lambda: dgl.reverse(graph.dgl))
-            grad_src = dgl.ops.gspmm(reverse, "copy_rhs", "sum", None, grad).sum_to_size(ctx.shapes[0])
+            if graph._csr_sums:
+                grad_src = graph._sparse_sum("to_src", grad)
+            else:
+                reverse = graph._cached("dgl_reverse", lambda: dgl.reverse(graph.dgl))
+                grad_src = dgl.ops.gspmm(reverse, "copy_rhs", "sum", None, grad)
+            grad_src = grad_src.sum_to_size(ctx.shapes[0])
         if ctx.needs_input_grad[2]:
-            grad_dst = dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, grad).sum_to_size(ctx.shapes[1])
+            grad_dst = graph._sparse_sum("to_dst", grad) if graph._csr_sums \
+                else dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, grad)
+            grad_dst = grad_dst.sum_to_size(ctx.shapes[1])
         return None, grad_src, grad_dst
 
 

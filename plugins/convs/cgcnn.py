@@ -45,7 +45,9 @@ class CGCNNConv(nn.Module):
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
         z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edge_attr, self.edge.weight.T)  # one pass over E
-        return h + graph.reduce(torch.sigmoid(z[:, : self.dim]) * F.softplus(z[:, self.dim:]), "sum")
+        # contiguous halves: torch's CPU sigmoid and softplus are 2-4x slower on strided ones
+        gate, core = (part.contiguous() for part in z.chunk(2, dim=1))
+        return h + graph.reduce(torch.sigmoid(gate) * F.softplus(core), "sum")
 
 
 def make_cgcnn(in_dim: int, out_dim: int, options: CGCNNOptions, context: ConvContext) -> CGCNNConv:
