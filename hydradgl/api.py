@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Collection, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -168,12 +168,13 @@ class TrainedModel:
 
     # ---- output ----------------------------------------------------------------------------------------
 
-    def outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Physical predictions of every member: head -> (members, rows, dim); differentiable."""
+    def outputs(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """Physical predictions of every member: head -> (members, rows, dim), for every head or those in
+        ``heads``; differentiable."""
         batch = _as_dtype(batch.to(self.device), self.dtype)
-        per_member: dict[str, list[torch.Tensor]] = {h: [] for h in self.heads}
+        per_member: dict[str, list[torch.Tensor]] = {h: [] for h in self.heads if heads is None or h in heads}
         for m, normalizer in zip(self.members, self.normalizers):
-            for h, p in m.model(batch).items():
+            for h, p in m.model(batch, heads).items():
                 per_member[h].append(normalizer.denormalize(self.targets[h], p))
         return {h: torch.stack(v) for h, v in per_member.items()}
 

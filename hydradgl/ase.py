@@ -114,7 +114,7 @@ class HydraCalculator(Calculator):
         vec = r[dst] - r[src] - torch.from_numpy(images).to(device=device, dtype=dtype) @ lattice
         batch = replace(batch, edge_vec=vec, edge_dist=torch.linalg.norm(vec, dim=1))
         with torch.enable_grad() if grad else torch.no_grad():
-            outputs = m.outputs(batch)  # head -> (members, rows, 1)
+            outputs = m.outputs(batch, set(self.mapping.values()))  # head -> (members, rows, 1)
             results: dict[str, object] = {}
             for name, head in self.mapping.items():
                 values = outputs[head] * (ENERGY_UNITS[m.units[head]] if name == "energy" else 1.0)

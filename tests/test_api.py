@@ -80,6 +80,16 @@ def test_batching_does_not_change_predictions(runs, small_prepared):
         np.testing.assert_allclose(part.atoms["C"], whole.atoms["C"], rtol=1e-5, atol=1e-6)
 
 
+def test_outputs_of_chosen_heads_equal_those_of_all_heads(runs, small_prepared):
+    model = hydradgl.load(runs)
+    (_, batch), = model.batches(model.graphs([atoms_of(s) for s in small_prepared.test.sources[:3]]), 8)
+    with torch.no_grad():
+        every, only_h = model.outputs(batch), model.outputs(batch, {"H"})
+    assert set(every) == {"H", "C", "M"} and set(only_h) == {"H"}
+    assert only_h["H"].shape == (2, 3, 1)  # (members, structures, dim)
+    torch.testing.assert_close(only_h["H"], every["H"])
+
+
 def test_ensemble_mean_and_std_match_members(runs, small_prepared):
     atoms = [atoms_of(s) for s in small_prepared.test.sources[:4]]
     single = [hydradgl.load(r).predict(atoms) for r in runs]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Collection
+
 import torch
 from torch import nn
 
@@ -97,10 +99,11 @@ class HydraModel(nn.Module):
             h = self.act(norm(out))
         return h
 
-    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """Every head's output, or only those named in ``heads``."""
         h = self.trunk(batch)
         graph = batch.graph.using(self.kernels)
-        return {name: head(graph, h) for name, head in self.heads.items()}
+        return {name: head(graph, h) for name, head in self.heads.items() if heads is None or name in heads}
 
 
 def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = None) -> HydraModel:
