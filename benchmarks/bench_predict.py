@@ -2,12 +2,12 @@
 
     python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--calc-threads 1] [--run DIR]
 
-Without --run it trains a throwaway model for one epoch (the paper's architecture: PNA x6, width 20;
-speed does not depend on the weights) on the built-in FePt data. Prints structures/s of
-``model.predict`` on ASE Atoms (graph building included) and the calculator's ms per call for energy
-alone and energy + forces of a 32-atom periodic cell (the latter with a CGCNN model, since the paper's
-PNA does not read distances and so has no forces). Targets (issue 10): >= 3,000 structures/s on
-2 cores; <= 5 ms per energy + forces call on CPU.
+Without --run it trains a throwaway model for one epoch (the default FePt architecture: PNA x6, width 20,
+with edge features; speed does not depend on the weights) on the built-in FePt data. Prints
+structures/s of ``model.predict`` on ASE Atoms (graph building included) and the calculator's ms per
+call for energy alone and energy + forces of a 32-atom periodic cell: FePt with that architecture and
+with CGCNN (both with periodic images at 7 A), and Cu-Au with ``configs/emt-alloy.yaml`` (EGNN, 4 A).
+Targets (issue 10): >= 3,000 structures/s on 2 cores; <= 5 ms per energy + forces call on CPU.
 """
 
 from __future__ import annotations
@@ -20,14 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from ase import Atoms
+from ase.build import bulk
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def train_throwaway(root: Path, **overrides) -> Path:
+def train_throwaway(root: Path, config: Path | None = None, **overrides) -> Path:
+    """A one-epoch run of ``config`` (default: the default config) on a small slice of its data."""
     from hydradgl.configio import load_config
     from hydradgl.train.run import train_run
 
-    cfg = load_config(None, {"training.epochs": 1, "dataset.options": {"max_per_composition": 20},
-                             "output_dir": str(root), **overrides})
+    size = {"per_composition": 4} if config else {"max_per_composition": 20}
+    cfg = load_config(config, {"training.epochs": 1, "dataset.options": size, "output_dir": str(root), **overrides})
     return train_run(cfg, quiet=True, plots_enabled=False).run_dir
 
 
@@ -78,13 +82,21 @@ def main() -> None:
         torch.set_num_threads(args.calc_threads)
         atoms = fept_atoms(1, seed=1)[0]
         atoms.rattle(0.02, seed=0)
-        calc = HydraCalculator(model, properties={"energy": "H"})
-        print(f"ASE calculator, {model.cfg.model.conv} x{model.cfg.model.layers}, energy only ({args.calc_threads} thread(s)): "
-              f"{per_call_ms(calc, atoms, ['energy'], args.calls):.2f} ms/call (32 atoms)")
-        smooth = train_throwaway(Path(tmp) / "cgcnn", **{"model.conv": "cgcnn", "graph.periodic": True})
-        calc = HydraCalculator(smooth, properties={"energy": "H"})
-        print(f"ASE calculator, cgcnn x{calc.model.cfg.model.layers} periodic, energy + forces ({args.calc_threads} thread(s)): "
-              f"{per_call_ms(calc, atoms, ['energy', 'forces'], args.calls):.2f} ms/call (32 atoms)")
+        cu_au = bulk("Cu", "fcc", a=3.8, cubic=True).repeat(2)  # 32 atoms, half of them Au
+        cu_au.numbers[::2] = 79
+        cu_au.rattle(0.05, seed=0)
+        cases = [(f"{conv}, FePt, 7 A", atoms, "H",
+                  train_throwaway(Path(tmp) / f"{conv}-periodic", **{"model.conv": conv, "graph.periodic": True}))
+                 for conv in ("pna", "cgcnn")]
+        cases.append(("egnn, emt-alloy, 4 A", cu_au, "energy",
+                      train_throwaway(Path(tmp) / "emt", ROOT / "configs" / "emt-alloy.yaml")))
+        print(f"ASE calculator, 32-atom periodic cell, {args.calc_threads} thread(s):")
+        for name, cell, energy, run_dir in cases:
+            calc = HydraCalculator(run_dir, properties={"energy": energy})
+            edges = int(calc.model.graphs([cell]).num_edges[0])
+            for properties in (["energy"], ["energy", "forces"]):
+                print(f"  {name:22s} x{calc.model.cfg.model.layers} ({edges} edges) {' + '.join(properties):16s} "
+                      f"{per_call_ms(calc, cell, properties, args.calls):6.2f} ms/call")
 
 
 if __name__ == "__main__":
