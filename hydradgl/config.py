@@ -120,11 +120,6 @@ class TrainingConfig(Section):
     precise_bn_graphs: int | None = Field(
         512, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "
         "current weights over this many training graphs (null: keep the running averages, which are noisy).")
-    frozen_norm_epochs: int | None = Field(
-        None, strict=True, ge=1, description="Train the last this many epochs with batch norm in evaluation mode "
-        "(statistics fixed at their last recomputation), so the weights are fitted to the function that is "
-        "evaluated and saved: in training mode each batch's own statistics shift every graph's features, which "
-        "a sum readout turns into an offset of extensive targets (null: off).")
     seed: int = Field(0, strict=True, description="Seed of parameter init and batch order.")
     device: str = Field("auto", description="auto (this process's GPU when torch sees one, else the CPU), cpu, cuda "
                         "or cuda:N.")

@@ -23,7 +23,7 @@ from hydradgl.model.heads import HeadDescription
 from hydradgl.model.loss import MultiTaskLoss, head_target
 from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.metrics import ErrorSums
-from hydradgl.train.precise_bn import batch_norms, recompute_batch_norm
+from hydradgl.train.precise_bn import recompute_batch_norm
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
 from hydradgl.train.seeding import rng_state, set_rng_state
 
@@ -141,21 +141,12 @@ class Trainer:
             save_checkpoint(self.run_dir / name, self.state_dict())
 
     # -- loop ------------------------------------------------------------------------------------
-    @property
-    def norm_frozen(self) -> bool:
-        """Whether the next epoch trains with batch norm in evaluation mode (``training.frozen_norm_epochs``)."""
-        frozen = self.cfg.training.frozen_norm_epochs
-        return frozen is not None and self.epoch >= self.cfg.training.epochs - frozen
-
     def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], int]:
         """One pass over this rank's shard; mean batch loss per head (over all ranks) and graphs seen."""
         names = [h.name for h in self.cfg.heads]
         sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.runtime.device)
         self.loader.set_epoch(self.epoch)
         self.net.train()
-        if self.norm_frozen:
-            for norm in batch_norms(self.model):
-                norm.eval()
         graphs = 0
         for i, batch in enumerate(self.loader):
             batch = batch.to(self.runtime.device)
@@ -186,7 +177,7 @@ class Trainer:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
             train_seconds = time.perf_counter() - start
-            if self.cfg.training.precise_bn_graphs and not self.norm_frozen:
+            if self.cfg.training.precise_bn_graphs:
                 recompute_batch_norm(self.model, self.data.train, self.cfg.training.precise_bn_graphs,
                                      self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
