@@ -222,7 +222,7 @@ class MessageGraph:
                                  "to_dst": (self.dst, edges, self.num_edges),
                                  "to_src": (self.src, edges, self.num_edges)}[kind]
             order = torch.argsort(rows, stable=True)
-            counts = torch.zeros(self.num_nodes, dtype=torch.long, device=self.device).index_add_(0, rows, torch.ones_like(rows))
+            counts = rows.new_zeros(self.num_nodes).index_add_(0, rows, torch.ones_like(rows))
             crow = torch.cat([rows.new_zeros(1), counts.cumsum(0)])
             with warnings.catch_warnings():  # torch calls its CSR support "beta"
                 warnings.simplefilter("ignore", UserWarning)
