@@ -217,19 +217,25 @@ class MessageGraph:
         (their product with edge values sums them into those nodes). Entries keep edge-id order within
         a row."""
         def make():
-            edges = torch.arange(self.num_edges, device=self.device)
-            rows, cols, width = {"adjacency": (self.dst, self.src, self.num_nodes),
-                                 "to_dst": (self.dst, edges, self.num_edges),
-                                 "to_src": (self.src, edges, self.num_edges)}[kind]
-            order = torch.argsort(rows, stable=True)
-            counts = rows.new_zeros(self.num_nodes).index_add_(0, rows, torch.ones_like(rows))
-            crow = torch.cat([rows.new_zeros(1), counts.cumsum(0)])
+            side = "src" if kind == "to_src" else "dst"
+            order, crow = self._row_order(side)
+            cols = self.src.index_select(0, order) if kind == "adjacency" else order
+            width = self.num_nodes if kind == "adjacency" else self.num_edges
             with warnings.catch_warnings():  # torch calls its CSR support "beta"
                 warnings.simplefilter("ignore", UserWarning)
-                return torch.sparse_csr_tensor(crow, cols.index_select(0, order),
-                                               torch.ones(self.num_edges, dtype=dtype, device=self.device),
+                return torch.sparse_csr_tensor(crow, cols, torch.ones(self.num_edges, dtype=dtype, device=self.device),
                                                (self.num_nodes, width), check_invariants=False)
         return self._cached(("sparse", kind, dtype), make)
+
+    def _row_order(self, side: Literal["src", "dst"]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Edge ids sorted (stably) by their ``side`` node, and the CSR row pointers of that order;
+        shared by every CSR matrix with those rows."""
+        def make():
+            rows = self.dst if side == "dst" else self.src
+            counts = self.in_degrees() if side == "dst" else rows.new_zeros(self.num_nodes).index_add_(
+                0, rows, torch.ones_like(rows))
+            return torch.argsort(rows, stable=True), torch.cat([rows.new_zeros(1), counts.cumsum(0)])
+        return self._cached(("row_order", side), make)
 
     def _sparse_sum(self, kind: Literal["to_dst", "to_src"], x: torch.Tensor) -> torch.Tensor:
         """``_sparse(kind) @ x`` for ``x`` of any trailing shape: (R, F...) -> (N, F...)."""
