@@ -1,6 +1,7 @@
 """Inference speed: model.predict on many FePt structures, and the ASE calculator's time per call.
 
     python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--calc-threads 1] [--run DIR]
+                                       [--device cuda]
 
 Without --run it trains a throwaway model for one epoch (the default FePt architecture: PNA x6, width 20,
 with edge features; speed does not depend on the weights) on the built-in FePt data. Prints
@@ -8,6 +9,7 @@ structures/s of ``model.predict`` on ASE Atoms (graph building included) and the
 call for energy alone and energy + forces of a 32-atom periodic cell: FePt with that architecture and
 with CGCNN (both with periodic images at 7 A), and Cu-Au with ``configs/emt-alloy.yaml`` (EGNN, 4 A).
 Targets (issue 10): >= 3,000 structures/s on 2 cores; <= 5 ms per energy + forces call on CPU.
+With ``--device cuda`` the model and the calculator run on the GPU (graph building stays on the CPU).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--calc-threads", type=int, default=1,
                         help="torch threads for the calculator (one small cell: 1 avoids thread hand-offs).")
     parser.add_argument("--run", type=Path, help="An existing run directory (default: train a throwaway one).")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -70,14 +73,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or train_throwaway(Path(tmp) / "pna")
-        model = hydradgl.load(run)
+        model = hydradgl.load(run, device=args.device)
         structures = fept_atoms(args.structures)
         model.predict(structures[:512], batch_size=args.batch_size)  # warm up
         start = time.perf_counter()
         result = model.predict(structures, batch_size=args.batch_size)
         seconds = time.perf_counter() - start
         print(f"predict: {len(result.structures)} structures ({len(result.atoms)} atoms) in {seconds:.2f} s = "
-              f"{len(structures) / seconds:.0f} structures/s ({args.threads} threads, batch {args.batch_size})")
+              f"{len(structures) / seconds:.0f} structures/s ({args.device}, {args.threads} threads, batch {args.batch_size})")
 
         torch.set_num_threads(args.calc_threads)
         atoms = fept_atoms(1, seed=1)[0]
@@ -90,9 +93,9 @@ def main() -> None:
                  for conv in ("pna", "cgcnn")]
         cases.append(("egnn, emt-alloy, 4 A", cu_au, "energy",
                       train_throwaway(Path(tmp) / "emt", ROOT / "configs" / "emt-alloy.yaml")))
-        print(f"ASE calculator, 32-atom periodic cell, {args.calc_threads} thread(s):")
+        print(f"ASE calculator, 32-atom periodic cell, {args.device}, {args.calc_threads} thread(s):")
         for name, cell, energy, run_dir in cases:
-            calc = HydraCalculator(run_dir, properties={"energy": energy})
+            calc = HydraCalculator(run_dir, properties={"energy": energy}, device=args.device)
             edges = int(calc.model.graphs([cell]).num_edges[0])
             for properties in (["energy"], ["energy", "forces"]):
                 print(f"  {name:22s} x{calc.model.cfg.model.layers} ({edges} edges) {' + '.join(properties):16s} "

@@ -31,9 +31,10 @@ def registry():
 
 
 def small_config(tmp_path=None, **overrides):
-    """The small FePt config with a small model, plus dotted-key overrides."""
+    """The small FePt config with a small model on the CPU (the GPU tests ask for CUDA themselves), plus
+    dotted-key overrides."""
     base = {**SMALL_FEPT, "model.hidden": 16, "model.layers": 2, "training.batch_size": 16,
-            "training.epochs": 2, "training.threads": 2}
+            "training.epochs": 2, "training.threads": 2, "training.device": "cpu"}
     if tmp_path is not None:
         base["output_dir"] = str(tmp_path / "run")
     base.update(overrides)

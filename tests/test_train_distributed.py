@@ -45,7 +45,7 @@ def test_two_gloo_ranks_end_identical(tmp_path, private_cache):
 def test_torchrun_launch(tmp_path, private_cache):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            "-m", "hydradgl", "train", "--config", str(Path(__file__).parents[1] / "configs" / "smoke.yaml"),
-           "--epochs", "1", "-o", str(tmp_path / "run"), "--set", "training.threads=1", "--no-plots"]
+           "--epochs", "1", "--device", "cpu", "-o", str(tmp_path / "run"), "--set", "training.threads=1", "--no-plots"]
     env = {**os.environ, "HYDRADGL_CACHE": str(private_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

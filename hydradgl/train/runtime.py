@@ -54,12 +54,19 @@ def resolve_device(requested: str, local_rank: int = 0, kernels: str = "auto") -
         return torch.device("cpu")
     gpu = torch.device(f"cuda:{local_rank}")
     if requested == "auto":
-        usable = torch.cuda.is_available() and (kernels != "dgl" or dgl_serves(gpu))
-        return gpu if usable else torch.device("cpu")
-    if not torch.cuda.is_available():
+        if not (torch.cuda.is_available() and (kernels != "dgl" or dgl_serves(gpu))):
+            return torch.device("cpu")
+    elif not torch.cuda.is_available():
         raise TrainingError(f"device {requested!r} requested but this torch build sees no CUDA device "
                             f"(torch {torch.__version__}). " + CUDA_TORCH_HELP)
-    return torch.device(requested) if ":" in requested else gpu
+    device = torch.device(requested) if ":" in requested else gpu
+    count = torch.cuda.device_count()
+    if device.index >= count:
+        why = (f"device {requested!r} names {device}" if ":" in requested else
+               f"device {requested!r} in the process with LOCAL_RANK {local_rank} means {device}")
+        raise TrainingError(f"{why}, but torch sees {count} CUDA device(s) here: start at most {count} "
+                            f"process(es) per node (torchrun --nproc-per-node {count}), or use --device cpu.")
+    return device
 
 
 def resolve_kernels(requested: str, device: torch.device, plugins: Mapping[str, Sequence[str]] | None = None) -> str:
