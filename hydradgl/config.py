@@ -117,6 +117,11 @@ class TrainingConfig(Section):
     cosine_final_factor: Number = Field(0.01, ge=0, lt=1, description="Cosine schedule: the last epoch's learning "
                                         "rate as a fraction of lr.")
     grad_clip: Number | None = Field(None, gt=0, description="Clip the gradient norm to this value (null: off).")
+    ema_decay: Number | None = Field(
+        0.99, gt=0, lt=1, description="Validate, checkpoint, test and save an exponential moving average of the "
+        "weights with this decay per optimizer step (0.99: about the last 100 steps; null: the trained weights "
+        "themselves). Removes the step-to-step noise from validation curves, so early stopping and best.pt "
+        "follow the trend.")
     precise_bn_graphs: int | None = Field(
         512, strict=True, ge=1, description="Before each evaluation, recompute batch-norm statistics with the "
         "current weights over this many training graphs (null: keep the running averages, which are noisy).")

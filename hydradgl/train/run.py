@@ -110,7 +110,7 @@ def train_run(cfg: RunConfig, registry: Registry | None = None, resume: Path | N
             loud = runtime.is_main and not quiet
             say = (lambda msg: console.print(msg, highlight=False)) if loud else (lambda msg: None)
             state = _check_resume(cfg, Path(resume), say) if resume else None
-            cfg = _with_saved_conv_options(cfg, state) if state else cfg
+            cfg = _with_saved_averaging(_with_saved_conv_options(cfg, state), state, say) if state else cfg
             validate_plugin_options(cfg, registry)
             check_tracking(cfg, registry)
             refusal = None
@@ -152,6 +152,15 @@ def _with_saved_conv_options(cfg: RunConfig, state: dict[str, Any]) -> RunConfig
         return cfg
     options = {**saved["conv_options"], **cfg.model.conv_options}
     return cfg.model_copy(update={"model": cfg.model.model_copy(update={"conv_options": options})})
+
+
+def _with_saved_averaging(cfg: RunConfig, state: dict[str, Any], say) -> RunConfig:
+    """A run whose checkpoint holds no weight average was saved before ``training.ema_decay`` existed
+    (its config.yaml lacks the key, which now defaults to on): it resumes as it trained, without one."""
+    if cfg.training.ema_decay is None or "ema" in state:
+        return cfg
+    say("the checkpoint holds no weight average (saved before training.ema_decay existed): resuming without one")
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"ema_decay": None})})
 
 
 def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[str, Any] | None,
@@ -228,13 +237,14 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
             plots_enabled: bool, console: Console, quiet: bool, tracker: Tracker) -> RunResult:
     """Best weights, test metrics on the whole test set (rank 0), plots."""
     best = run_dir / "best.pt"
+    model = trainer.evaluated
     if best.exists():
-        trainer.model.load_state_dict(load_checkpoint(best)["model"])
+        model.load_state_dict(load_checkpoint(best)["model"])
     local = Runtime(0, 1, runtime.local_rank, runtime.device)
     test: dict[str, dict[str, float]] = {}
     if runtime.is_main and len(trainer.data.test):
-        test, values = evaluate(trainer.model, cfg, trainer.data.test, trainer.normalizer, local, collect=plots_enabled)
-        test = with_units(test, trainer.model.head_descriptions)
+        test, values = evaluate(model, cfg, trainer.data.test, trainer.normalizer, local, collect=plots_enabled)
+        test = with_units(test, model.head_descriptions)
         units = {name: m["unit"] for name, m in test.items()}
         summary = {"heads": test, "best_epoch": trainer.early.best_epoch, "epochs": trainer.epoch,
                    "test_graphs": len(trainer.data.test), "seconds": time.perf_counter() - started}
@@ -245,4 +255,4 @@ def _finish(cfg: RunConfig, trainer: Trainer, runtime: Runtime, run_dir: Path, s
         if not quiet:
             console.print(metrics_table(test))
     tracker.finish(test, trainer.epoch, run_dir / "plots" if plots_enabled else None)
-    return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, trainer.model)
+    return RunResult(run_dir, test, trainer.history, time.perf_counter() - started, model)

@@ -22,6 +22,7 @@ from hydradgl.model.assembler import HydraModel
 from hydradgl.model.heads import HeadDescription
 from hydradgl.model.loss import MultiTaskLoss, head_target
 from hydradgl.train.checkpoint import save_checkpoint
+from hydradgl.train.ema import WeightAverage
 from hydradgl.train.metrics import ErrorSums
 from hydradgl.train.precise_bn import recompute_batch_norm
 from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
@@ -108,6 +109,7 @@ class Trainer:
         self.loss = MultiTaskLoss(model.head_descriptions)
         self.normalizer = Normalizer.from_info(data.info)
         t = cfg.training
+        self.averaged = WeightAverage(self.model, t.ema_decay) if t.ema_decay else None
         self.optimizer = make_optimizer(t, self.model.parameters())
         self.scheduler = make_scheduler(t, self.optimizer)
         self.early = EarlyStopping(t.patience)
@@ -117,18 +119,27 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.extra_state = extra_state or {}
 
+    @property
+    def evaluated(self) -> HydraModel:
+        """The model validation, checkpoints' ``model`` and the test see: the weight average when
+        ``training.ema_decay`` is set, else the trained model itself."""
+        return self.averaged.model if self.averaged else self.model
+
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        averaging = {"trained_model": self.model.state_dict(), "ema": self.averaged.state_dict()} if self.averaged else {}
         return {
             "config": self.cfg.model_dump(mode="json"), "info": self.data.info.model_dump(),
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.evaluated.state_dict(), **averaging, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "early_stopping": asdict(self.early), "epoch": self.epoch, "history": self.history,
             "rng": rng_state(), **self.extra_state,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["trained_model"] if self.averaged else state["model"])
+        if self.averaged:
+            self.averaged.load_state_dict(state["ema"], state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
@@ -160,6 +171,8 @@ class Trainer:
             if self.cfg.training.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.training.grad_clip)
             self.optimizer.step()
+            if self.averaged:
+                self.averaged.update(self.model)
             sums += torch.stack([total.detach(), *(parts[n].detach() for n in names),
                                  torch.ones((), device=total.device)]).double()
             graphs += batch.num_graphs
@@ -177,10 +190,12 @@ class Trainer:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
             train_seconds = time.perf_counter() - start
+            if self.averaged:
+                self.averaged.copy_buffers(self.model)
             if self.cfg.training.precise_bn_graphs:
-                recompute_batch_norm(self.model, self.data.train, self.cfg.training.precise_bn_graphs,
+                recompute_batch_norm(self.evaluated, self.data.train, self.cfg.training.precise_bn_graphs,
                                      self.cfg.training.batch_size, self.runtime)
-            val, _ = evaluate(self.model, self.cfg, self.data.val, self.normalizer, self.runtime)
+            val, _ = evaluate(self.evaluated, self.cfg, self.data.val, self.normalizer, self.runtime)
             val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_total)
