@@ -4,9 +4,9 @@ checkpointed as best, tested and saved, while the optimizer keeps training the r
 Late in training the raw weights still jump from step to step: each step follows one batch's gradient,
 and with batch norm in training mode each batch is also normalized by its own statistics, which a sum
 readout turns into an offset of the whole graph's prediction. Averaging the weights over the last
-~1/(1 - decay) steps removes most of that step-to-step noise (Polyak & Juditsky 1992; MACE and NequIP
-evaluate such an average by default). The decay ramps up from 0.1 as ``(1 + n) / (10 + n)`` over the
-first updates, so the average does not remember the random initial weights.
+~1/(1 - decay) steps removes most of that step-to-step noise (Polyak & Juditsky 1992; NequIP's
+``use_ema`` and MACE's ``--ema`` options evaluate such an average). The decay ramps up from 0.1 as
+``(1 + n) / (10 + n)`` over the first updates, so the average does not remember the initial weights.
 """
 
 from __future__ import annotations
