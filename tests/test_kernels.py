@@ -288,13 +288,14 @@ def test_auto_picks_dgl_on_cpu_and_torch_where_dgl_cannot_run(cpu_only_dgl):
 
 
 @pytest.mark.parametrize("requested,local_rank,said", [
-    ("auto", 2, "device 'auto' in the process with LOCAL_RANK 2 means cuda:2"),
-    ("cuda", 3, "device 'cuda' in the process with LOCAL_RANK 3 means cuda:3"),
-    ("cuda:2", 0, "device 'cuda:2' names cuda:2"),
+    ("auto", 2, r"device 'auto' in the process with LOCAL_RANK 2 means cuda:2, but torch sees 2 CUDA device\(s\) "
+                r"here: start at most 2 process\(es\) per node \(torchrun --nproc-per-node 2\), or use --device cpu"),
+    ("cuda", 3, r"device 'cuda' in the process with LOCAL_RANK 3 means cuda:3, but torch sees 2"),
+    ("cuda:2", 0, r"device 'cuda:2' names cuda:2, but torch sees 2 CUDA device\(s\) here: name one of "
+                  r"cuda:0 .. cuda:1, or use --device cpu"),
 ])
 def test_more_processes_than_gpus_is_explained(cpu_only_dgl, requested, local_rank, said):
-    with pytest.raises(TrainingError, match=rf"{said}, but torch sees 2 CUDA device\(s\) here: start at most 2 "
-                       r"process\(es\) per node \(torchrun --nproc-per-node 2\), or use --device cpu"):
+    with pytest.raises(TrainingError, match=said):
         rt.resolve_device(requested, local_rank)
 
 

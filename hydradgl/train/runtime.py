@@ -62,10 +62,12 @@ def resolve_device(requested: str, local_rank: int = 0, kernels: str = "auto") -
     device = torch.device(requested) if ":" in requested else gpu
     count = torch.cuda.device_count()
     if device.index >= count:
-        why = (f"device {requested!r} names {device}" if ":" in requested else
-               f"device {requested!r} in the process with LOCAL_RANK {local_rank} means {device}")
-        raise TrainingError(f"{why}, but torch sees {count} CUDA device(s) here: start at most {count} "
-                            f"process(es) per node (torchrun --nproc-per-node {count}), or use --device cpu.")
+        if ":" in requested:
+            why, fix = f"device {requested!r} names {device}", f"name one of cuda:0 .. cuda:{count - 1}"
+        else:
+            why = f"device {requested!r} in the process with LOCAL_RANK {local_rank} means {device}"
+            fix = f"start at most {count} process(es) per node (torchrun --nproc-per-node {count})"
+        raise TrainingError(f"{why}, but torch sees {count} CUDA device(s) here: {fix}, or use --device cpu.")
     return device
 
 
