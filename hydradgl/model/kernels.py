@@ -237,10 +237,14 @@ class MessageGraph:
             return torch.argsort(rows, stable=True), torch.cat([rows.new_zeros(1), counts.cumsum(0)])
         return self._cached(("row_order", side), make)
 
-    def _sparse_sum(self, kind: Literal["to_dst", "to_src"], x: torch.Tensor) -> torch.Tensor:
-        """``_sparse(kind) @ x`` for ``x`` of any trailing shape: (R, F...) -> (N, F...)."""
-        out = torch.sparse.mm(self._sparse(kind, x.dtype), x.reshape(x.shape[0], -1))
-        return out.view(self.num_nodes, *x.shape[1:])
+    def _sum_into(self, kind: Literal["to_dst", "to_src"], e: torch.Tensor) -> torch.Tensor:
+        """(N, F...): edge values ``e`` (E, F...) summed into each edge's destination / source node, on
+        the dgl path only: torch's CSR kernel on CPU (``_sparse(kind) @ e``), else DGL's gspmm."""
+        if self._csr_sums:
+            out = torch.sparse.mm(self._sparse(kind, e.dtype), e.reshape(e.shape[0], -1))
+            return out.view(self.num_nodes, *e.shape[1:])
+        graph = self.dgl if kind == "to_dst" else self._cached("dgl_reverse", lambda: dgl.reverse(self.dgl))
+        return dgl.ops.gspmm(graph, "copy_rhs", "sum", None, e)
 
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
@@ -341,9 +345,7 @@ class _EdgeSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, graph: MessageGraph, e):
         ctx.graph = graph
-        if graph._csr_sums:
-            return graph._sparse_sum("to_dst", e)
-        return dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, e)
+        return graph._sum_into("to_dst", e)
 
     @staticmethod
     def backward(ctx, grad):
@@ -364,16 +366,9 @@ class _UAddV(torch.autograd.Function):
         graph = ctx.graph
         grad_src = grad_dst = None
         if ctx.needs_input_grad[1]:
-            if graph._csr_sums:
-                grad_src = graph._sparse_sum("to_src", grad)
-            else:
-                reverse = graph._cached("dgl_reverse", lambda: dgl.reverse(graph.dgl))
-                grad_src = dgl.ops.gspmm(reverse, "copy_rhs", "sum", None, grad)
-            grad_src = grad_src.sum_to_size(ctx.shapes[0])
+            grad_src = graph._sum_into("to_src", grad).sum_to_size(ctx.shapes[0])
         if ctx.needs_input_grad[2]:
-            grad_dst = graph._sparse_sum("to_dst", grad) if graph._csr_sums \
-                else dgl.ops.gspmm(graph.dgl, "copy_rhs", "sum", None, grad)
-            grad_dst = grad_dst.sum_to_size(ctx.shapes[1])
+            grad_dst = graph._sum_into("to_dst", grad).sum_to_size(ctx.shapes[1])
         return None, grad_src, grad_dst
 
 
