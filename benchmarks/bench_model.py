@@ -25,6 +25,7 @@ import time
 import numpy as np
 import torch
 
+from hydradgl.allocator import keep_freed_memory
 from hydradgl.configio import load_config
 from hydradgl.data.loader import collate
 from hydradgl.data.pipeline import prepare_data
@@ -32,6 +33,7 @@ from hydradgl.dglcompat import dgl
 from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.plugins import ConvContext
+from hydradgl.train.trainer import make_optimizer
 from hydradgl_plugins.convs.pna import PNAOptions, delta_from_histogram, make_pna
 from model_variants import BASELINE, VARIANTS
 
@@ -59,6 +61,7 @@ def main() -> None:
     parser.add_argument("--variants-only", action="store_true", help="only the conv variants' training steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does (hydradgl.train.runtime.setup_runtime)
     with tempfile.TemporaryDirectory() as cache:
         cfg = load_config(None, {"dataset.cache_dir": cache, "dataset.options": {"max_per_composition": 20}})
         data = prepare_data(cfg)
@@ -122,12 +125,13 @@ def main() -> None:
 
 
 def training_step(overrides: dict, data, batch):
-    """The paper model with config ``overrides``, its loss, and one forward-backward-Adam step of it."""
+    """The paper model with config ``overrides``, its loss, and one forward-backward-optimizer step of it
+    (the optimizer training uses: the configured one, fused where torch has a fused kernel)."""
     cfg = load_config(None, {"dataset.options": {"max_per_composition": 20}, **overrides})
     torch.manual_seed(0)
     model = build_model(cfg, data.info)
     loss = MultiTaskLoss(model.head_descriptions)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(cfg.training, model.parameters())
 
     def step():
         total, _ = loss(model(batch), batch)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from ase import Atoms
 
+from hydradgl.allocator import keep_freed_memory
 from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import collate
@@ -251,6 +252,7 @@ def load(path: str | os.PathLike | Sequence[str | os.PathLike], device: str = "c
     ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``. Errors name the directory: not a run,
     written by an incompatible hydradgl version, a plugin that is not installed, members that disagree.
     """
+    keep_freed_memory()  # inference allocates like training: see hydradgl.allocator
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         raise TrainingError("hydradgl.load: no run directory given")

@@ -1,5 +1,6 @@
-"""MessageGraph.u_add_e_linear: the fused max/min of x[src] + basis @ W.T with a sparse backward, on both
-kernel paths, against the plain per-edge computation (float64 values and gradients)."""
+"""The primitives on u = x[src] + basis @ W.T (a node term plus a projected per-edge basis), on both kernel
+paths, against the plain per-edge computation (float64 values and gradients): MessageGraph.u_add_e_linear
+(max/min with a sparse backward) and MessageGraph.u_add_e_moments (sums of u and u * u)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,31 @@ def test_u_add_e_linear_matches_per_edge_reference(backend, op):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("backend", ["dgl", "torch"])
+def test_u_add_e_moments_matches_per_edge_reference(backend):
+    graph = graph_with_isolated_node().using(backend)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(graph.num_nodes, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(graph.num_edges, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(graph.num_nodes, 10, generator=g, dtype=torch.float64)
+
+    out = graph.u_add_e_moments(x, basis, weight)
+    grads = torch.autograd.grad((out * upstream).sum(), (x, basis, weight))
+
+    rows = []
+    for i in range(graph.num_nodes):
+        eids = (graph.dst == i).nonzero(as_tuple=True)[0]
+        u = x[graph.src[eids]] + basis[eids] @ weight.T
+        rows.append(torch.cat([u.sum(0), (u * u).sum(0)]))
+    expected = torch.stack(rows)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (x, basis, weight))
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (graph.num_nodes, 10) and out[3].abs().max() == 0
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_u_add_e_linear_without_edges_is_zero():
     graph = MessageGraph.from_edges(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3)
     x = torch.randn(3, 2, requires_grad=True)
@@ -51,4 +77,14 @@ def test_u_add_e_linear_without_edges_is_zero():
     for backend in ("dgl", "torch"):
         out = graph.using(backend).u_add_e_linear(x, torch.zeros(0, 4), weight, "max")
         assert out.shape == (3, 2) and out.abs().max() == 0
+        out.sum().backward()
+
+
+def test_u_add_e_moments_without_edges_is_zero():
+    graph = MessageGraph.from_edges(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 3)
+    x = torch.randn(3, 2, requires_grad=True)
+    weight = torch.randn(2, 4, requires_grad=True)
+    for backend in ("dgl", "torch"):
+        out = graph.using(backend).u_add_e_moments(x, torch.zeros(0, 4), weight)
+        assert out.shape == (3, 4) and out.abs().max() == 0
         out.sum().backward()

@@ -271,3 +271,34 @@ def test_torch_kernels_train_like_dgl_and_are_reported(tmp_path, small_prepared)
         assert f"kernels: {path} on cpu (training.kernels: {path}" in (cfg.output_dir / "run.log").read_text()
     for key in ("train_loss", "val_loss"):
         assert runs["torch"].history[0][key] == pytest.approx(runs["dgl"].history[0][key], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw", "sgd"])
+def test_optimizer_is_fused_where_torch_has_a_kernel_and_falls_back_otherwise(kind, monkeypatch):
+    from hydradgl.config import TrainingConfig
+    from hydradgl.train import trainer
+
+    params = torch.nn.Linear(3, 2).parameters
+    fused = trainer.make_optimizer(TrainingConfig(optimizer=kind), params())
+    assert fused.defaults["fused"] is True  # torch >= 2.4 has fused CPU kernels for all three
+
+    real = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[kind]
+
+    def without_fused_kernel(*args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(torch.optim, {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[kind], without_fused_kernel)
+    plain = trainer.make_optimizer(TrainingConfig(optimizer=kind, lr=0.5), params())
+    assert not plain.defaults.get("fused") and plain.defaults["lr"] == 0.5
+
+
+def test_allocator_settings_apply_once_on_glibc():
+    import platform
+
+    from hydradgl import allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the settings are glibc's")
+    assert allocator.keep_freed_memory() is True
+    assert allocator.keep_freed_memory() is True  # idempotent

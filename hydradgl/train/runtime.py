@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.distributed as dist
 
+from hydradgl.allocator import keep_freed_memory
 from hydradgl.config import TrainingConfig
 from hydradgl.dglcompat import dgl_has_cuda
 from hydradgl.errors import PluginError, TrainingError
@@ -106,7 +107,9 @@ def resolve_kernels(requested: str, device: torch.device, plugins: Mapping[str, 
 
 
 def setup_runtime(training: TrainingConfig) -> Runtime:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA.
+    Also keeps freed memory in the process (:mod:`hydradgl.allocator`)."""
+    keep_freed_memory()
     if training.threads:
         torch.set_num_threads(training.threads)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

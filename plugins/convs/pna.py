@@ -113,8 +113,7 @@ class PNATower(nn.Module):
             max_in = self._node_max(graph, b)
         if not self.need_sum:
             return {"sum": None, "max": max_in}
-        u = torch.addmm(graph.gather_src(b), edge_attr, w.T)
-        return {"sum": torch.cat([graph.reduce(u, "sum"), graph.reduce(u * u, "sum")], dim=1), "max": max_in}
+        return {"sum": graph.u_add_e_moments(b, edge_attr, w), "max": max_in}
 
     def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None) -> dict:
         """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
