@@ -305,3 +305,15 @@ def test_dataset_factory_is_told_which_targets_the_heads_need(tmp_path):
                           "heads": [{"name": "energy", "target": "E"}]})
     load_dataset(cfg, registry)
     assert seen == [frozenset({"E"})]
+
+
+def test_packed_compositions_match_per_structure_labels():
+    from hydradgl.data.packing import composition, compositions
+
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(0, 6, 60)  # empty structures included
+    numbers = rng.choice([1, 8, 26, 78], int(sizes.sum()))
+    ptr = np.concatenate([[0], np.cumsum(sizes)])
+    expected = [composition(numbers[ptr[g]:ptr[g + 1]]) for g in range(len(sizes))]
+    assert compositions(numbers, ptr) == expected
+    assert compositions(np.array([26, 78, 78]), np.array([0, 3])) == ["Fe1Pt2"]

@@ -16,8 +16,22 @@ from hydradgl.errors import DataError
 
 def composition(numbers: np.ndarray) -> str:
     """``Fe12Pt20``-style label, elements by increasing proton number."""
-    counts = np.bincount(numbers)
+    return _label(np.bincount(numbers))
+
+
+def _label(counts: np.ndarray) -> str:
     return "".join(f"{chemical_symbols[z]}{counts[z]}" for z in np.flatnonzero(counts))
+
+
+def compositions(numbers: np.ndarray, node_ptr: np.ndarray) -> list[str]:
+    """:func:`composition` of every structure of a packed set (atoms ``node_ptr[g]:node_ptr[g + 1]``),
+    each distinct composition labelled once."""
+    n_graphs, width = len(node_ptr) - 1, int(numbers.max(initial=0)) + 1
+    owner = np.repeat(np.arange(n_graphs), np.diff(node_ptr))
+    counts = np.bincount(owner * width + numbers, minlength=n_graphs * width).reshape(n_graphs, width)
+    distinct, which = np.unique(counts, axis=0, return_inverse=True)
+    labels = [_label(row) for row in distinct]
+    return [labels[k] for k in which.reshape(-1)]
 
 
 def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
@@ -73,7 +87,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
         n_edges.append(len(e_src))
     node_ptr = np.concatenate([[0], np.cumsum(n_nodes)]).astype(np.int64)
     edge_ptr = np.concatenate([[0], np.cumsum(n_edges)]).astype(np.int64)
-    vec_all = np.concatenate(vec).astype(np.float32) if vec else np.zeros((0, 3), np.float32)
+    vec_all = np.concatenate(vec) if vec else np.zeros((0, 3), np.float32)
     numbers = np.concatenate([s.numbers for s in structures]).astype(np.int64)
     inputs = (np.concatenate([np.concatenate([s.node_inputs[k].reshape(s.n_atoms, -1) for k in node_inputs], axis=1)
                               for s in structures]).astype(np.float32)
@@ -86,7 +100,7 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                     src=np.concatenate(src), dst=np.concatenate(dst), vec=vec_all,
                     dist=np.sqrt(np.einsum("ij,ij->i", vec_all, vec_all)), edge_ptr=edge_ptr,
                     graph_targets=graph_t, node_targets=node_t,
-                    compositions=[composition(s.numbers) for s in structures],
+                    compositions=compositions(numbers, node_ptr),
                     sources=[s.source for s in structures])
 
 

@@ -153,17 +153,21 @@ class PNATower(nn.Module):
                 aggregates.append((a - reduced["max"][:, f:]) * has_edges)
         agg = torch.cat(aggregates, dim=1)
         log_deg = torch.log(deg + 1)
-        scaled = []
-        for name in self.scalers:
-            if name == "identity":
-                scaled.append(agg)
-            elif name == "amplification":
-                scaled.append(agg * (log_deg / delta))
-            elif name == "linear":
-                scaled.append(agg * (deg / self.mean_degree))
-            else:
-                scaled.append(agg * (delta / log_deg))
-        return self.post(torch.cat([h, *scaled], dim=1))
+        factors = {"identity": torch.ones_like(deg), "amplification": log_deg / delta,
+                   "linear": deg / self.mean_degree, "attenuation": delta / log_deg}
+        scales = [factors[name] for name in self.scalers]  # each (N, 1)
+        if isinstance(self.post, nn.Linear):
+            return self._post_linear(h, agg, torch.cat(scales, dim=1))
+        return self.post(torch.cat([h, *(agg * scale for scale in scales)], dim=1))
+
+    def _post_linear(self, h: torch.Tensor, agg: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """A linear U on [h, s_1 agg, ..., s_S agg] as U_h h + sum_s s (U_s agg): one product of agg with
+        every U_s at once, then per-node weights s; no (N, (1 + S) * width) input is formed."""
+        weight, width, n_scalers = self.post.weight, agg.shape[1], scales.shape[1]
+        out_dim = weight.shape[0]
+        per_scaler = weight[:, h.shape[1]:].reshape(out_dim, n_scalers, width).transpose(0, 1).reshape(-1, width)
+        projected = (agg @ per_scaler.T).view(-1, n_scalers, out_dim)  # (N, S, out): U_s agg
+        return torch.addmm(self.post.bias, h, weight[:, :h.shape[1]].T) + (projected * scales.unsqueeze(2)).sum(1)
 
 
 class PNAConv(nn.Module):
