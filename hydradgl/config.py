@@ -47,6 +47,12 @@ class DatasetConfig(Section):
     skip_incomplete: bool = Field(
         False, strict=True, description="Leave out structures lacking one of the dataset's targets (counted in "
         "the log) instead of failing.")
+    in_memory: bool | None = Field(
+        None, strict=True, description="Read the processed graphs into memory when they are opened, so that "
+        "batches are gathered from memory instead of read from the cache files (~10% faster training on "
+        "FePt). Default: when they take at most a quarter of the memory available, shared among the "
+        "processes torchrun starts on the node; false: read each batch's rows from the files (memory "
+        "bounded, for data larger than memory).")
 
 
 class GraphConfig(Section):

@@ -247,3 +247,33 @@ def test_a_killed_builds_folder_is_removed_by_the_next_build(tmp_path):
     stored, _ = build(tmp_path, structures(3))
     assert not stale.exists() and fresh.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "s"] and len(stored.graphs) == 3
+
+
+def test_in_memory_batches_equal_batches_read_from_the_files(monkeypatch):
+    from hydradgl.data import pipeline
+    from hydradgl.data.loader import collate
+    from hydradgl.data.pipeline import load_dataset
+    from hydradgl.data.store import FileArray
+    from tests.conftest import small_config
+
+    on_disk = load_dataset(small_config(**{"dataset.in_memory": False}))
+    resident = load_dataset(small_config(**{"dataset.in_memory": True}))
+    assert isinstance(on_disk.graphs.src, FileArray) and not on_disk.store.in_memory
+    assert isinstance(resident.graphs.src, np.ndarray) and resident.store.in_memory
+    assert any("read into memory" in note for note in resident.log)
+    for graphs in (on_disk.graphs, resident.graphs):
+        graphs.species_lookup = np.arange(119)
+    idx = np.array([5, 0, 17, 3])
+    a, b = collate(on_disk.graphs, idx), collate(resident.graphs, idx)
+    assert torch.equal(a.graph.src, b.graph.src) and torch.equal(a.graph.dst, b.graph.dst)
+    assert torch.equal(a.edge_vec, b.edge_vec) and torch.equal(a.species, b.species)
+
+    # default: in memory when 4x the arrays (per torchrun process on the node) fit in what is available
+    size = on_disk.store.nbytes
+    monkeypatch.setattr(pipeline, "memory_available", lambda: 4 * size)
+    assert load_dataset(small_config()).store.in_memory
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert not load_dataset(small_config()).store.in_memory
+    monkeypatch.setattr(pipeline, "memory_available", lambda: None)  # unknown: stay on disk
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert not load_dataset(small_config()).store.in_memory

@@ -29,9 +29,8 @@ def compositions(numbers: np.ndarray, node_ptr: np.ndarray) -> list[str]:
     n_graphs, width = len(node_ptr) - 1, int(numbers.max(initial=0)) + 1
     owner = np.repeat(np.arange(n_graphs), np.diff(node_ptr))
     counts = np.bincount(owner * width + numbers, minlength=n_graphs * width).reshape(n_graphs, width)
-    distinct, which = np.unique(counts, axis=0, return_inverse=True)
-    labels = [_label(row) for row in distinct]
-    return [labels[k] for k in which.reshape(-1)]
+    labels: dict[bytes, str] = {}
+    return [labels.get(key) or labels.setdefault(key, _label(row)) for row, key in ((r, r.tobytes()) for r in counts)]
 
 
 def check_finite(raw: RawDataset | Iterable[Structure]) -> None:

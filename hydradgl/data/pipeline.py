@@ -25,7 +25,7 @@ from hydradgl.data.packing import assign_species, check_complete, check_finite, 
 from hydradgl.data.records import DatasetInfo, RawDataset, Structure, TargetInfo
 from hydradgl.data.splitfile import load_split
 from hydradgl.data.splits import random_split, stratified_split
-from hydradgl.data.store import Store, build_store, open_store, packed_chunks
+from hydradgl.data.store import Store, build_store, memory_available, open_store, packed_chunks
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, Registry, get_registry
 
@@ -62,6 +62,19 @@ def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], no
     chunk = RawDataset(structures=list(structures), targets=targets, node_inputs=node_inputs)
     check_complete(chunk, skip_incomplete)
     return pack(chunk.structures, targets, node_inputs, graph)
+
+
+def resident(stored: Store, setting: bool | None, notes: list[str]) -> Store:
+    """``stored`` read into memory as ``dataset.in_memory`` says (None: when its arrays take at most a
+    quarter of the available memory divided among this node's torchrun processes)."""
+    if setting is None:
+        available = memory_available()
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        setting = available is not None and stored.nbytes * processes * 4 <= available
+    if not setting or stored.in_memory:
+        return stored
+    notes.append(f"processed graphs read into memory ({stored.nbytes / 1e6:.0f} MB; dataset.in_memory)")
+    return stored.read_into_memory()
 
 
 def loaded_from_store(stored: Store, notes: list[str] = (), how: str = "") -> LoadedData:
@@ -127,7 +140,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
             cached = _open_cached(folder, notes)
             how = " (raw files read again: the dataset plugin has no cheap fingerprint)"
     if cached is not None:
-        loaded = loaded_from_store(cached, notes, how)
+        loaded = loaded_from_store(resident(cached, cfg.dataset.in_memory, notes), notes, how)
         for note in loaded.log:
             emit(note)
         return loaded
@@ -159,6 +172,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     folder.with_suffix(".npz").unlink(missing_ok=True)
     notes = [*stored.manifest["log"], f"processed graphs not cached: dataset plugin {spec.name!r} gives no fingerprint"
              if uncached else f"processed graphs written to cache {folder}"]
+    stored = resident(stored, cfg.dataset.in_memory, notes)
     for note in notes:
         emit(note)
     return LoadedData(stored.graphs, raw.targets, raw.node_inputs, notes, stored)

@@ -377,6 +377,22 @@ class Store:
             lo[name], hi[name] = low.astype(np.float32).astype(float).tolist(), high.astype(np.float32).astype(float).tolist()
         return lo, hi
 
+    @property
+    def nbytes(self) -> int:
+        """Size of all its arrays."""
+        return sum(int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+                   for spec in self.manifest["arrays"].values())
+
+    @property
+    def in_memory(self) -> bool:
+        return not any(isinstance(a, FileArray) for a in self.arrays.values())
+
+    def read_into_memory(self) -> "Store":
+        """The same cache with every array read whole: batches are then gathered from memory (a
+        64-graph FePt batch in ~1 ms instead of ~9 ms of reads from the files)."""
+        arrays = {name: np.asarray(a) if isinstance(a, FileArray) else a for name, a in self.arrays.items()}
+        return Store(self.folder, self.manifest, arrays, _graph_set(arrays, self.manifest))
+
     def degree_histogram(self, rows: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
         """``hist[k]`` = number of atoms with k incoming edges in graphs ``rows``."""
         hist = np.zeros(1, dtype=np.int64)
@@ -447,14 +463,29 @@ def open_store(folder: Path) -> Store | str:
             return f"inconsistent ({wrong})"
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
-    graphs = GraphSet(
+    return Store(folder, manifest, arrays, _graph_set(arrays, manifest))
+
+
+def _graph_set(arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> GraphSet:
+    return GraphSet(
         numbers=arrays["numbers"], node_inputs=arrays["node_inputs"], node_ptr=arrays["node_ptr"],
         src=arrays["src"], dst=arrays["dst"], vec=arrays["vec"], dist=arrays["dist"], edge_ptr=arrays["edge_ptr"],
         graph_targets={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("graph_target.")},
         node_targets={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("node_target.")},
         compositions=CodedStrings(arrays["composition"], manifest["compositions"]),
         sources=PackedStrings(arrays["source_ptr"], arrays["source_bytes"]))
-    return Store(folder, manifest, arrays, graphs)
+
+
+def memory_available() -> int | None:
+    """Bytes of memory the system can still give processes (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
