@@ -10,8 +10,9 @@ For every N of ``--sizes`` (default 100,000 and 1,000,000), this script
    the cache size on disk;
 2. trains the default model (paper configuration, batch 64) for ``--batches`` batches in a fresh
    process reading the cache on demand, and prints that process's peak RSS and training graphs/s;
-   for the smallest N (if <= 200,000) also with every array copied into memory first (today's in-memory
-   path), for the throughput comparison within the same run;
+   for the smallest N (if <= 200,000) also with every array read into memory first (what
+   ``dataset.in_memory`` does, by default when the cache takes at most a quarter of the available
+   memory), for the throughput comparison within the same run;
 3. does the same with 2 gloo ranks (torchrun, one thread each) and prints each rank's peak RSS.
 
 Targets (issue 11): peak RSS of a training process at N = 1M <= 1.5x the one at N = 100k and <= 2 GiB;
@@ -118,13 +119,9 @@ def train(folder: Path, batches: int, threads: int, in_memory: bool) -> None:
     try:
         seed_everything(0)
         stored = open_store(folder)
+        if in_memory:  # dataset.in_memory's path: every array read into this process's memory
+            stored = stored.read_into_memory()
         data = split_dataset(loaded_from_store(stored), cfg)
-        if in_memory:  # today's path: every array read into this process's memory
-            base = data.train.base
-            for name in ("numbers", "node_inputs", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr", "ids"):
-                setattr(base, name, np.array(getattr(base, name)))
-            base.graph_targets = {k: np.array(v) for k, v in base.graph_targets.items()}
-            base.node_targets = {k: np.array(v) for k, v in base.node_targets.items()}
         prepared_rss = peak_rss_mib()
         trainer = Trainer(cfg, data, build_model(cfg, data.info), runtime, run_dir=None)
         trainer.loader = FirstBatches(trainer.loader, batches)
