@@ -17,57 +17,47 @@ def graph_with_isolated_node() -> MessageGraph:
     return MessageGraph.from_edges(base.src[keep], base.dst[keep], base.num_nodes)
 
 
+def check_against_per_edge_reference(graph: MessageGraph, primitive, reference, out_width: int, seed: int) -> None:
+    """``primitive(x, basis, weight)`` against a loop over nodes that forms each node's messages
+    ``u = x[src] + basis @ weight.T`` explicitly and reduces them with ``reference(u)`` (u: (D, 5), D >= 0),
+    values and gradients of x, basis and weight; node 3 has no incoming edge and must give 0."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(graph.num_nodes, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    basis = torch.randn(graph.num_edges, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(graph.num_nodes, out_width, generator=g, dtype=torch.float64)
+
+    out = primitive(x, basis, weight)
+    grads = torch.autograd.grad((out * upstream).sum(), (x, basis, weight))
+    rows = []
+    for i in range(graph.num_nodes):
+        eids = (graph.dst == i).nonzero(as_tuple=True)[0]
+        rows.append(reference(x[graph.src[eids]] + basis[eids] @ weight.T))
+    expected = torch.stack(rows)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), (x, basis, weight))
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (graph.num_nodes, out_width) and out[3].abs().max() == 0
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
 @pytest.mark.parametrize("op", ["max", "min"])
 def test_u_add_e_linear_matches_per_edge_reference(backend, op):
     graph = graph_with_isolated_node().using(backend)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(graph.num_nodes, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    basis = torch.randn(graph.num_edges, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(graph.num_nodes, 5, generator=g, dtype=torch.float64)
 
-    out = graph.u_add_e_linear(x, basis, weight, op)
-    grads = torch.autograd.grad((out * upstream).sum(), (x, basis, weight))
-
-    # reference: loops over nodes, per-edge messages formed explicitly
-    rows = []
-    for i in range(graph.num_nodes):
-        eids = (graph.dst == i).nonzero(as_tuple=True)[0]
-        u = x[graph.src[eids]] + basis[eids] @ weight.T
-        rows.append(torch.zeros(5, dtype=torch.float64) if len(eids) == 0 else
-                    (u.max(0).values if op == "max" else u.min(0).values))
-    expected = torch.stack(rows)
-    expected_grads = torch.autograd.grad((expected * upstream).sum(), (x, basis, weight))
-    torch.testing.assert_close(out, expected)
-    assert out[3].abs().max() == 0
-    for got, want in zip(grads, expected_grads):
-        torch.testing.assert_close(got, want)
+    def extremum(u):
+        if len(u) == 0:
+            return torch.zeros(5, dtype=torch.float64)
+        return u.max(0).values if op == "max" else u.min(0).values
+    check_against_per_edge_reference(graph, lambda *a: graph.u_add_e_linear(*a, op), extremum, 5, seed=0)
 
 
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
 def test_u_add_e_moments_matches_per_edge_reference(backend):
     graph = graph_with_isolated_node().using(backend)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(graph.num_nodes, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    basis = torch.randn(graph.num_edges, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    upstream = torch.randn(graph.num_nodes, 10, generator=g, dtype=torch.float64)
-
-    out = graph.u_add_e_moments(x, basis, weight)
-    grads = torch.autograd.grad((out * upstream).sum(), (x, basis, weight))
-
-    rows = []
-    for i in range(graph.num_nodes):
-        eids = (graph.dst == i).nonzero(as_tuple=True)[0]
-        u = x[graph.src[eids]] + basis[eids] @ weight.T
-        rows.append(torch.cat([u.sum(0), (u * u).sum(0)]))
-    expected = torch.stack(rows)
-    expected_grads = torch.autograd.grad((expected * upstream).sum(), (x, basis, weight))
-    torch.testing.assert_close(out, expected)
-    assert out.shape == (graph.num_nodes, 10) and out[3].abs().max() == 0
-    for got, want in zip(grads, expected_grads):
-        torch.testing.assert_close(got, want)
+    check_against_per_edge_reference(graph, graph.u_add_e_moments,
+                                     lambda u: torch.cat([u.sum(0), (u * u).sum(0)]), 10, seed=1)
 
 
 def test_u_add_e_linear_without_edges_is_zero():
