@@ -11,7 +11,7 @@ import atexit
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -64,17 +64,19 @@ def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], no
     return pack(chunk.structures, targets, node_inputs, graph)
 
 
-def resident(stored: Store, setting: bool | None, notes: list[str]) -> Store:
-    """``stored`` read into memory as ``dataset.in_memory`` says (None: when its arrays take at most a
-    quarter of the available memory divided among this node's torchrun processes)."""
+def resident(loaded: LoadedData, setting: bool | None) -> LoadedData:
+    """``loaded`` with its cache read into memory as ``dataset.in_memory`` says (None: when the arrays
+    take at most a quarter of the available memory divided among this node's torchrun processes)."""
+    stored = loaded.store
     if setting is None:
         available = memory_available()
         processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         setting = available is not None and stored.nbytes * processes * 4 <= available
     if not setting or stored.in_memory:
-        return stored
-    notes.append(f"processed graphs read into memory ({stored.nbytes / 1e6:.0f} MB; dataset.in_memory)")
-    return stored.read_into_memory()
+        return loaded
+    stored = stored.read_into_memory()
+    note = f"processed graphs read into memory ({stored.nbytes / 1e6:.0f} MB; dataset.in_memory)"
+    return replace(loaded, graphs=stored.graphs, store=stored, log=[*loaded.log, note])
 
 
 def loaded_from_store(stored: Store, notes: list[str] = (), how: str = "") -> LoadedData:
@@ -140,7 +142,7 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
             cached = _open_cached(folder, notes)
             how = " (raw files read again: the dataset plugin has no cheap fingerprint)"
     if cached is not None:
-        loaded = loaded_from_store(resident(cached, cfg.dataset.in_memory, notes), notes, how)
+        loaded = resident(loaded_from_store(cached, notes, how), cfg.dataset.in_memory)
         for note in loaded.log:
             emit(note)
         return loaded
@@ -172,10 +174,10 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
     folder.with_suffix(".npz").unlink(missing_ok=True)
     notes = [*stored.manifest["log"], f"processed graphs not cached: dataset plugin {spec.name!r} gives no fingerprint"
              if uncached else f"processed graphs written to cache {folder}"]
-    stored = resident(stored, cfg.dataset.in_memory, notes)
-    for note in notes:
+    loaded = resident(LoadedData(stored.graphs, raw.targets, raw.node_inputs, notes, stored), cfg.dataset.in_memory)
+    for note in loaded.log:
         emit(note)
-    return LoadedData(stored.graphs, raw.targets, raw.node_inputs, notes, stored)
+    return loaded
 
 
 @dataclass
