@@ -103,7 +103,7 @@ class HydraCalculator(Calculator):
         grad = need_forces or need_stress
         pos = torch.tensor(atoms.positions, dtype=dtype, device=device, requires_grad=need_forces)
         cell = torch.tensor(atoms.cell.array, dtype=dtype, device=device)
-        src, dst = torch.from_numpy(graphs.src).to(device), torch.from_numpy(graphs.dst).to(device)
+        src, dst = (torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in (graphs.src, graphs.dst))
         # Image shifts in cell units, recovered from the neighbour list's vectors: vec = r_dst - r_src - S @ cell.
         shift_cart = atoms.positions[graphs.dst] - atoms.positions[graphs.src] - graphs.vec
         periodic = atoms.cell.rank == 3 and bool(np.abs(shift_cart).max(initial=0.0) > 1e-3)

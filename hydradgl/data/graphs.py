@@ -131,11 +131,11 @@ def _cluster_pairs(positions: np.ndarray, radius: float) -> tuple[np.ndarray, ..
 
 
 def edges_cached(structure: Structure, graph: GraphConfig, memo: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`neighbour_edges` with ``vec`` in float32 (as stored), computed once per distinct geometry
-    (many alloy configurations share one)."""
+    """:func:`neighbour_edges` in the stored dtypes (int32 atom indices, float32 vectors), computed once
+    per distinct geometry (many alloy configurations share one)."""
     key = (structure.positions.tobytes(), None if structure.cell is None else structure.cell.tobytes(),
            structure.pbc)
     if key not in memo:
         src, dst, vec = neighbour_edges(structure, graph)
-        memo[key] = src, dst, vec.astype(np.float32)
+        memo[key] = src.astype(np.int32), dst.astype(np.int32), vec.astype(np.float32)
     return memo[key]
