@@ -153,9 +153,9 @@ class PNATower(nn.Module):
                 aggregates.append((a - reduced["max"][:, f:]) * has_edges)
         agg = torch.cat(aggregates, dim=1)
         log_deg = torch.log(deg + 1)
-        factors = {"identity": torch.ones_like(deg), "amplification": log_deg / delta,
-                   "linear": deg / self.mean_degree, "attenuation": delta / log_deg}
-        scales = [factors[name] for name in self.scalers]  # each (N, 1)
+        factors = {"identity": lambda: torch.ones_like(deg), "amplification": lambda: log_deg / delta,
+                   "linear": lambda: deg / self.mean_degree, "attenuation": lambda: delta / log_deg}
+        scales = [factors[name]() for name in self.scalers]  # each (N, 1); only the configured ones
         if isinstance(self.post, nn.Linear):
             return self._post_linear(h, agg, torch.cat(scales, dim=1))
         return self.post(torch.cat([h, *(agg * scale for scale in scales)], dim=1))
