@@ -111,7 +111,7 @@ class HeadConfig(Section):
 class TrainingConfig(Section):
     epochs: int = Field(200, strict=True, ge=1, description="Maximum number of epochs (paper: 200).")
     batch_size: int = Field(64, strict=True, ge=1, description="Graphs per batch (per process under DDP; paper: 64).")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer (torch's fused implementation where torch has one for the device: one kernel for all parameters).")
     lr: Number = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")
     weight_decay: Number = Field(0.0, ge=0, description="Weight decay.")
     patience: int | None = Field(20, strict=True, ge=1, description="Early-stopping patience in epochs (null: off).")
