@@ -107,14 +107,19 @@ def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, 
         return None, None, None, None
     wrapped = positions - np.floor(positions @ inverse * np.asarray(pbc)) @ cell  # periodic axes into [0, 1)
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1).reshape(-1, 3)
-    # disp[s, i, j] = wrapped[j] + shift_s - wrapped[i]
-    disp = (wrapped[None, None, :, :] + (shifts @ cell)[:, None, None, :]) - wrapped[None, :, None, :]
-    within = np.einsum("sijk,sijk->sij", disp, disp) < radius * radius
-    within[n_images // 2][np.arange(n), np.arange(n)] = False  # the atom itself (zero shift)
-    s, i, j = np.nonzero(within)
-    order = np.lexsort((s, j, i))
-    s, i, j = s[order], i[order], j[order]
-    disp = disp[s, i, j]
+    translations = shifts @ cell
+    # |wrapped[j] + t_s - wrapped[i]|^2 expanded: one (n * n, 3) x (3, images) product finds the candidates
+    # (a hair beyond the cutoff), then their vectors and distances are formed directly. Indexed (i, j, s),
+    # so nonzero lists them in ASE's order.
+    pair = wrapped[None, :, :] - wrapped[:, None, :]
+    squared = (np.einsum("ijk,ijk->ij", pair, pair)[:, :, None] + 2.0 * (pair @ translations.T)
+               + np.einsum("sk,sk->s", translations, translations))
+    candidate = squared < radius * radius * (1 + 1e-9) + 1e-9
+    candidate[np.arange(n), np.arange(n), n_images // 2] = False  # the atom itself (zero shift)
+    i, j, s = np.nonzero(candidate)
+    disp = (wrapped[j] + translations[s]) - wrapped[i]
+    keep = np.einsum("ek,ek->e", disp, disp) < radius * radius
+    i, j, disp = i[keep], j[keep], disp[keep]
     return i, j, np.linalg.norm(disp, axis=1), disp
 
 
