@@ -1,7 +1,7 @@
 """Inference speed: model.predict on many FePt structures, and the ASE calculator's time per call.
 
     python benchmarks/bench_predict.py [--structures 10000] [--threads 2] [--calc-threads 1] [--run DIR]
-                                       [--device cuda]
+                                       [--device cuda] [--compile]
 
 Without --run it trains a throwaway model for one epoch (the default FePt architecture: PNA x6, width 20,
 with edge features; speed does not depend on the weights) on the built-in FePt data. Prints
@@ -10,6 +10,8 @@ call for energy alone and energy + forces of a 32-atom periodic cell: FePt with 
 with CGCNN (both with periodic images at 7 A), and Cu-Au with ``configs/emt-alloy.yaml`` (EGNN, 4 A).
 Targets (issue 10): >= 3,000 structures/s on 2 cores; <= 5 ms per energy + forces call on CPU.
 With ``--device cuda`` the model and the calculator run on the GPU (graph building stays on the CPU).
+With ``--compile`` each calculator is also compiled (``HydraCalculator(compile=True)``): the first call's
+time, then energy + forces per call alternately with the eager model.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main() -> None:
                         help="torch threads for the calculator (one small cell: 1 avoids thread hand-offs).")
     parser.add_argument("--run", type=Path, help="An existing run directory (default: train a throwaway one).")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the model runs.")
+    parser.add_argument("--compile", action="store_true",
+                        help="Also time the calculator with compile=True (a 15-70 s compilation per model).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -94,13 +98,23 @@ def main() -> None:
         cases.append(("egnn, emt-alloy, 4 A", cu_au, "energy",
                       train_throwaway(Path(tmp) / "emt", ROOT / "configs" / "emt-alloy.yaml")))
         print(f"ASE calculator, 32-atom periodic cell, {args.device}, {args.calc_threads} thread(s):")
+        both = ["energy", "forces"]
         for name, cell, energy, run_dir in cases:
             calc = HydraCalculator(run_dir, properties={"energy": energy}, device=args.device)
             edges = int(calc.model.graphs([cell]).num_edges[0])
-            for properties in (["energy"], ["energy", "forces"]):
-                print(f"  {name:22s} x{calc.model.cfg.model.layers} ({edges} edges) {' + '.join(properties):16s} "
-                      f"{per_call_ms(calc, cell, properties, args.calls):6.2f} ms/call")
-
+            label = f"  {name:22s} x{calc.model.cfg.model.layers} ({edges} edges)"
+            for properties in (["energy"], both):
+                ms = per_call_ms(calc, cell, properties, args.calls)
+                print(f"{label} {' + '.join(properties):16s} {ms:6.2f} ms/call")
+            if args.compile:
+                compiled = HydraCalculator(run_dir, properties={"energy": energy}, device=args.device, compile=True)
+                start = time.perf_counter()
+                compiled.calculate(cell, both)
+                print(f"{label} compile=True: first call {time.perf_counter() - start:.0f} s; then, interleaved "
+                      "with the eager model (energy + forces):")
+                for _ in range(2):
+                    print(f"{label}   eager {per_call_ms(calc, cell, both, args.calls):6.2f} ms/call, compiled "
+                          f"{per_call_ms(compiled, cell, both, args.calls):6.2f} ms/call")
 
 if __name__ == "__main__":
     main()

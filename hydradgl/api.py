@@ -93,6 +93,8 @@ class TrainedModel:
 
     def __init__(self, runs: list[SavedRun], run_dirs: list[Path], registry: Registry | None = None):
         _check_compatible(runs, run_dirs)
+        for run in runs:  # inference only: autograd follows positions (forces), never the weights
+            run.model.requires_grad_(False)
         self.members, self.run_dirs, self.registry = runs, run_dirs, registry
         first = runs[0]
         self.cfg, self.info, self.device = first.cfg, first.info, first.device

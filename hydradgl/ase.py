@@ -12,7 +12,6 @@ mean and ``<name>_std`` holds their spread (forces: derivative of the mean energ
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,8 +19,10 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from hydradgl.api import TrainedModel, load, structure_from_atoms
+from hydradgl.data.batch import Batch
 from hydradgl.data.loader import collate
 from hydradgl.errors import ConfigError, HydraError
+from hydradgl.model.kernels import MessageGraph
 
 #: Head units the calculator converts to eV for ``energy`` ("" counts as eV).
 ENERGY_UNITS = {"": 1.0, "eV": 1.0, "meV": 1e-3, "Ry": units.Ry, "Ha": units.Hartree, "Hartree": units.Hartree,
@@ -42,14 +43,25 @@ class HydraCalculator(Calculator):
             (default: every head under its own name).
         device: torch device when ``model`` is a path.
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
+        compile: run the model through ``torch.compile`` (inductor): the first call compiles for 15-70 s
+            (once per process and per combination of requested derivatives; inductor caches on disk),
+            later calls of a small cell are ~3x faster on CPU (docs/api.md). The model then runs on the
+            torch kernel path, also outside this calculator.
     """
 
     def __init__(self, model: TrainedModel | str | os.PathLike, properties: dict[str, str] | None = None,
-                 device: str = "cpu", dtype: torch.dtype | None = None, **kwargs):
+                 device: str = "cpu", dtype: torch.dtype | None = None, compile: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.model = model if isinstance(model, TrainedModel) else load(model, device=device)
         if dtype is not None:
             self.model.to(dtype)
+        self.compiled = compile
+        self._outputs = self._cell_outputs
+        if compile:
+            for member in self.model.members:  # DGL's kernels do not trace; the torch path computes the same
+                member.model.kernels = "torch"
+            # dynamic: one compiled graph serves every atom and edge count (MD changes the edges each step)
+            self._outputs = torch.compile(self._cell_outputs, dynamic=True)
         self.mapping = dict(properties) if properties is not None else {h: h for h in self.model.heads}
         self._check_mapping()
         self.implemented_properties = list(self.mapping)
@@ -103,18 +115,16 @@ class HydraCalculator(Calculator):
         grad = need_forces or need_stress
         pos = torch.tensor(atoms.positions, dtype=dtype, device=device, requires_grad=need_forces)
         cell = torch.tensor(atoms.cell.array, dtype=dtype, device=device)
-        src, dst = (torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device) for a in (graphs.src, graphs.dst))
         # Image shifts in cell units, recovered from the neighbour list's vectors: vec = r_dst - r_src - S @ cell.
         shift_cart = atoms.positions[graphs.dst] - atoms.positions[graphs.src] - graphs.vec
         periodic = atoms.cell.rank == 3 and bool(np.abs(shift_cart).max(initial=0.0) > 1e-3)
         images = np.rint(shift_cart @ np.linalg.inv(atoms.cell.array)) if periodic else np.zeros_like(shift_cart)
         strain = torch.zeros((3, 3), dtype=dtype, device=device, requires_grad=need_stress)
-        deform = torch.eye(3, dtype=dtype, device=device) + 0.5 * (strain + strain.T)
-        r, lattice = pos @ deform, cell @ deform
-        vec = r[dst] - r[src] - torch.from_numpy(images).to(device=device, dtype=dtype) @ lattice
-        batch = replace(batch, edge_vec=vec, edge_dist=torch.linalg.norm(vec, dim=1))
+        g = batch.graph.to(device)
         with torch.enable_grad() if grad else torch.no_grad():
-            outputs = m.outputs(batch, set(self.mapping.values()))  # head -> (members, rows, 1)
+            outputs = self._call_model(batch.species.to(device), batch.node_inputs.to(device, dtype), g.src, g.dst,
+                                       g.batch_num_nodes, g.batch_num_edges, pos, strain, cell,
+                                       torch.from_numpy(images).to(device=device, dtype=dtype))
             results: dict[str, object] = {}
             for name, head in self.mapping.items():
                 values = outputs[head] * (ENERGY_UNITS[m.units[head]] if name == "energy" else 1.0)
@@ -134,6 +144,30 @@ class HydraCalculator(Calculator):
                     sigma = derivatives.pop(0).detach().cpu().numpy() / atoms.get_volume()
                     results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].astype(np.float64)
         return results
+
+    def _call_model(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.compiled:
+            return self._outputs(*tensors)
+        try:
+            return self._outputs(*tensors)
+        except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise HydraError(f"HydraCalculator(compile=True): torch.compile failed ({first}); inductor needs a "
+                             "working C++ compiler on CPU. compile=False runs the same model without it") from error
+
+    def _cell_outputs(self, species: torch.Tensor, node_inputs: torch.Tensor, src: torch.Tensor,
+                      dst: torch.Tensor, batch_num_nodes: torch.Tensor, batch_num_edges: torch.Tensor,
+                      pos: torch.Tensor, strain: torch.Tensor, lattice: torch.Tensor,
+                      images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every member's physical outputs of the mapped heads (head -> (members, rows, dim)) for one
+        structure, its edge vectors formed from ``pos`` and ``lattice`` deformed by ``strain`` so that
+        autograd reaches them: the function ``compile=True`` compiles."""
+        deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + 0.5 * (strain + strain.T)
+        r = pos @ deform
+        vec = r[dst] - r[src] - images @ (lattice @ deform)
+        graph = MessageGraph(src, dst, species.shape[0], batch_num_nodes, batch_num_edges)
+        batch = Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec)
+        return self.model.outputs(batch, set(self.mapping.values()))
 
 
 def _value(values: torch.Tensor, level: str) -> float | np.ndarray:

@@ -12,7 +12,7 @@ from ase.optimize import FIRE
 
 import hydradgl
 from hydradgl.ase import ForcesUnavailable, HydraCalculator
-from hydradgl.errors import ConfigError
+from hydradgl.errors import ConfigError, HydraError
 from hydradgl.train.run import train_run
 from tests.conftest import small_config
 
@@ -108,3 +108,39 @@ def test_bad_property_mapping_is_named(pna_run):
         HydraCalculator(pna_run, properties={"energy": "M"})
     with pytest.raises(ConfigError, match=r"properties\['charges'\]: no head 'Q'.*heads: H, C, M"):
         HydraCalculator(pna_run, properties={"charges": "Q"})
+
+
+def test_compiled_model_matches_eager_and_serves_other_cell_sizes(tmp_path):
+    """compile=True computes the eager model's values and derivatives, and its one compiled graph serves
+    cells with other atom and edge counts (in MD the edges change every few steps): no recompilation."""
+    from torch._dynamo.utils import counters
+
+    cfg = small_config(tmp_path, **{"graph.periodic": True, "graph.radius": 5.0, "training.epochs": 1})
+    model = hydradgl.load(train_run(cfg, quiet=True, plots_enabled=False).run_dir)  # PNA with edge features
+    mapping = {"energy": "H", "charges": "C"}
+    eager = HydraCalculator(model, properties=mapping)
+    compiled = HydraCalculator(hydradgl.load(model.run_dirs[0]), properties=mapping, compile=True)
+    cells = [fept_cell(seed=4), fept_cell(seed=5, rattle=0.3), fept_cell(seed=6).repeat((1, 1, 2))]
+    wanted = ["energy", "forces", "stress"]
+    compiled.calculate(cells[0], wanted)
+    graphs_after_first = counters["stats"]["unique_graphs"]
+    assert graphs_after_first > 0  # the counter this test reads does count compilations
+    for atoms in cells:
+        compiled.calculate(atoms, wanted)
+        eager.calculate(atoms, wanted)
+        assert compiled.results["energy"] == pytest.approx(eager.results["energy"], rel=1e-5)
+        for key in ("forces", "stress", "charges"):
+            scale = np.abs(eager.results[key]).max()
+            np.testing.assert_allclose(compiled.results[key], eager.results[key], atol=1e-4 * scale)
+    assert len({len(a) for a in cells}) == 2 and counters["stats"]["unique_graphs"] == graphs_after_first
+    assert model.members[0].model.kernels == "dgl" and compiled.model.members[0].model.kernels == "torch"
+
+
+def test_a_failed_compilation_says_how_to_do_without(smooth_run, monkeypatch):
+    calc = HydraCalculator(smooth_run, properties={"energy": "H"}, compile=True)
+
+    def broken(*tensors):
+        raise torch._inductor.exc.InductorError(RuntimeError("C++ compile error: g++ not found"), None)
+    monkeypatch.setattr(calc, "_outputs", broken)
+    with pytest.raises(HydraError, match=r"compile=True\): torch.compile failed .*g\+\+ not found.*compile=False"):
+        calc.get_potential_energy(fept_cell())

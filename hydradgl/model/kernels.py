@@ -211,7 +211,7 @@ class MessageGraph:
             out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
             return out, arg_e.long().clamp(min=0)
         u = self.gather_src(x) + e
-        best, winner, found = _extremum(u, self.dst, self.num_nodes, op, self._row_ids(u))
+        best, winner, found = _extremum(u, self.dst, self.num_nodes, op, self._row_ids(u, "edges"))
         return torch.where(found, u.gather(0, winner), best), winner
 
     def _csr(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,7 +282,7 @@ class MessageGraph:
             return out
         with torch.no_grad():
             values = message(x, e)
-        best, winner, found = _extremum(values, self.dst, self.num_nodes, op, self._row_ids(values))
+        best, winner, found = _extremum(values, self.dst, self.num_nodes, op, self._row_ids(values, "edges"))
         # Recompute each winning message from the inputs (same float ops, so the same value): the
         # gradient then reaches x at the winning edge's source and e at the winning edge, and no
         # (E, F) tensor is needed in the backward pass.
@@ -292,15 +292,17 @@ class MessageGraph:
         won = e_won if x is None else x_won if e is None else combine(x_won, e_won)
         return torch.where(found, won, best)
 
-    def _row_ids(self, values: torch.Tensor) -> torch.Tensor:
-        """Row ids shaped like ``values`` (contiguous, float: see :func:`_extremum`), cached per shape."""
+    def _row_ids(self, values: torch.Tensor, rows: Literal["edges", "nodes"]) -> torch.Tensor:
+        """Row ids shaped like ``values`` (one row per edge or per node; contiguous, float: see
+        :func:`_extremum`), cached per feature shape. The key holds no row count, so that a model
+        compiled with dynamic shapes (the calculator's) is not specialized to one edge count."""
         n_rows = values.shape[0]
         dtype = torch.float32 if n_rows < 2**24 else torch.float64
 
         def make():
             ids = torch.arange(n_rows, dtype=dtype, device=values.device)
             return _rows(ids, values.dim()).repeat(1, *values.shape[1:])
-        return self._cached(("row_ids", tuple(values.shape)), make)
+        return self._cached(("row_ids", rows, tuple(values.shape[1:])), make)
 
     # -- nodes to graphs -------------------------------------------------------------------------
     def readout(self, h: torch.Tensor, op: Literal["sum", "mean", "max"] = "sum") -> torch.Tensor:
@@ -311,7 +313,8 @@ class MessageGraph:
         if self.backend == "dgl" and self.num_nodes > 0:  # DGL's mean over a batch without nodes is NaN
             return dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
         if op == "max" and self.num_nodes > 0:
-            best, winner, found = _extremum(h.detach(), self.node_graph(), self.num_graphs, "max", self._row_ids(h))
+            row_ids = self._row_ids(h, "nodes")
+            best, winner, found = _extremum(h.detach(), self.node_graph(), self.num_graphs, "max", row_ids)
             return torch.where(found, h.gather(0, winner), best)
         out = h.new_zeros((self.num_graphs, *h.shape[1:])).index_add_(0, self.node_graph(), h)
         if op == "mean":
