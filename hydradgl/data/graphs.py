@@ -94,7 +94,7 @@ SMALL_CELL_PAIRS = 1_000_000  # candidate (atom, atom, image) triples below whic
 def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, bool, bool],
                       radius: float) -> tuple[np.ndarray | None, ...]:
     """Like ASE's ``neighbor_list("ijdD")`` with periodic images, by comparing every atom pair in every
-    image that can reach the cutoff: vectorized, so ~20x faster than ASE's binning on cells of tens of
+    image that can reach the cutoff: vectorized, so ~15x faster than ASE's binning on cells of tens of
     atoms (an MD step of the ASE calculator). ``(None,) * 4`` when the candidates exceed
     ``SMALL_CELL_PAIRS``: ASE's linear-time binning is then the better tool."""
     n = len(positions)
