@@ -171,13 +171,19 @@ class TrainedModel:
 
     # ---- output ----------------------------------------------------------------------------------------
 
-    def outputs(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+    def outputs(self, batch: Batch | Sequence[Batch], heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Physical predictions of every member: head -> (members, rows, dim), for every head or those in
-        ``heads``; differentiable."""
-        batch = _as_dtype(batch.to(self.device), self.dtype)
+        ``heads``; differentiable. A sequence of batches, one per member, gives each member its own copy
+        of the inputs (the calculator's per-member positions, for per-member forces)."""
+        batches = [batch] * len(self.members) if isinstance(batch, Batch) else list(batch)
+        if len(batches) != len(self.members):
+            raise ValueError(f"{len(batches)} batches for {len(self.members)} ensemble members")
         per_member: dict[str, list[torch.Tensor]] = {h: [] for h in self.heads if heads is None or h in heads}
-        for m, normalizer in zip(self.members, self.normalizers):
-            for h, p in m.model(batch, heads).items():
+        moved: dict[int, Batch] = {}  # members given the same batch share one copy on the device
+        for m, normalizer, b in zip(self.members, self.normalizers, batches):
+            if id(b) not in moved:
+                moved[id(b)] = _as_dtype(b.to(self.device), self.dtype)
+            for h, p in m.model(moved[id(b)], heads).items():
                 per_member[h].append(normalizer.denormalize(self.targets[h], p))
         return {h: torch.stack(v) for h, v in per_member.items()}
 

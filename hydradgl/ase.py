@@ -6,7 +6,8 @@ to any head (stored as predicted in ``atoms.calc.results``). Forces and stress a
 energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, by autograd through the edge vectors, which
 are recomputed in torch from the positions on every call (the neighbour list too). They exist only when
 the model reads distances (edge features used by the conv). For an ensemble, every value is the members'
-mean and ``<name>_std`` holds their spread (forces: derivative of the mean energy).
+mean and ``<name>_std`` holds their spread, forces and stress included (``forces_std``: each member's
+forces, from one backward pass through all of them, as each member sees its own copy of the positions).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class HydraCalculator(Calculator):
         self.implemented_properties = list(self.mapping)
         if "energy" in self.mapping:
             self.implemented_properties += ["free_energy", "forces", "stress"]
-        self.implemented_properties += [f"{name}_std" for name in self.mapping] if self.model.is_ensemble else []
+        if self.model.is_ensemble:
+            derived = ["forces", "stress"] if "energy" in self.mapping else []
+            self.implemented_properties += [f"{name}_std" for name in [*self.mapping, *derived]]
 
     def _check_mapping(self) -> None:
         m = self.model
@@ -113,13 +116,16 @@ class HydraCalculator(Calculator):
         batch = collate(graphs, np.arange(1))
         dtype, device = m.dtype, m.device
         grad = need_forces or need_stress
-        pos = torch.tensor(atoms.positions, dtype=dtype, device=device, requires_grad=need_forces)
+        # One copy of the positions and strain per member: one backward pass gives every member's forces.
+        members = len(m.members)
+        pos = torch.tensor(np.repeat(atoms.positions[None], members, axis=0), dtype=dtype, device=device,
+                           requires_grad=need_forces)
         cell = torch.tensor(atoms.cell.array, dtype=dtype, device=device)
         # Image shifts in cell units, recovered from the neighbour list's vectors: vec = r_dst - r_src - S @ cell.
         shift_cart = atoms.positions[graphs.dst] - atoms.positions[graphs.src] - graphs.vec
         periodic = atoms.cell.rank == 3 and bool(np.abs(shift_cart).max(initial=0.0) > 1e-3)
         images = np.rint(shift_cart @ np.linalg.inv(atoms.cell.array)) if periodic else np.zeros_like(shift_cart)
-        strain = torch.zeros((3, 3), dtype=dtype, device=device, requires_grad=need_stress)
+        strain = torch.zeros((members, 3, 3), dtype=dtype, device=device, requires_grad=need_stress)
         g = batch.graph.to(device)
         with torch.enable_grad() if grad else torch.no_grad():
             outputs = self._call_model(batch.species.to(device), batch.node_inputs.to(device, dtype), g.src, g.dst,
@@ -135,14 +141,14 @@ class HydraCalculator(Calculator):
                 results["free_energy"] = results["energy"]
             if grad:
                 head = self.mapping["energy"]
-                energy = outputs[head].mean(0).sum() * ENERGY_UNITS[m.units[head]]
+                energy = outputs[head].sum() * ENERGY_UNITS[m.units[head]]  # summed over members
                 inputs = [t for t, needed in ((pos, need_forces), (strain, need_stress)) if needed]
                 derivatives = list(torch.autograd.grad(energy, inputs))
                 if need_forces:
-                    results["forces"] = -derivatives.pop(0).detach().cpu().numpy().astype(np.float64)
+                    results.update(_members_mean_std("forces", -derivatives.pop(0), m.is_ensemble))
                 if need_stress:
-                    sigma = derivatives.pop(0).detach().cpu().numpy() / atoms.get_volume()
-                    results["stress"] = sigma[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]].astype(np.float64)
+                    voigt = derivatives.pop(0)[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] / atoms.get_volume()
+                    results.update(_members_mean_std("stress", voigt, m.is_ensemble))
         return results
 
     def _call_model(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -160,14 +166,27 @@ class HydraCalculator(Calculator):
                       pos: torch.Tensor, strain: torch.Tensor, lattice: torch.Tensor,
                       images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every member's physical outputs of the mapped heads (head -> (members, rows, dim)) for one
-        structure, its edge vectors formed from ``pos`` and ``lattice`` deformed by ``strain`` so that
-        autograd reaches them: the function ``compile=True`` compiles."""
-        deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + 0.5 * (strain + strain.T)
-        r = pos @ deform
-        vec = r[dst] - r[src] - images @ (lattice @ deform)
+        structure. Member k's edge vectors are formed from its copy of the positions, ``pos[k]`` (N, 3),
+        and ``lattice`` deformed by ``strain[k]`` (3, 3), so that autograd reaches them: the function
+        ``compile=True`` compiles."""
         graph = MessageGraph(src, dst, species.shape[0], batch_num_nodes, batch_num_edges)
-        batch = Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec)
-        return self.model.outputs(batch, set(self.mapping.values()))
+        batches = []
+        for member_pos, member_strain in zip(pos, strain):
+            deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + 0.5 * (member_strain + member_strain.T)
+            r = member_pos @ deform
+            vec = r[dst] - r[src] - images @ (lattice @ deform)
+            batches.append(Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec))
+        return self.model.outputs(batches, set(self.mapping.values()))
+
+
+def _members_mean_std(name: str, values: torch.Tensor, ensemble: bool) -> dict[str, np.ndarray]:
+    """``name`` -> the members' mean of ``values`` (members, ...) and, for an ensemble, ``<name>_std`` ->
+    their standard deviation, as float64 arrays."""
+    array = values.detach().cpu().numpy().astype(np.float64)
+    out = {name: array.mean(axis=0)}
+    if ensemble:
+        out[f"{name}_std"] = array.std(axis=0, ddof=1)
+    return out
 
 
 def _value(values: torch.Tensor, level: str) -> float | np.ndarray:

@@ -94,6 +94,29 @@ def test_short_relaxation_lowers_the_energy(smooth_run):
     assert len(energies) == 6 and all(b < a for a, b in zip([start, *energies[1:]], energies[1:]))
 
 
+def test_ensemble_values_and_spreads_are_the_members_mean_and_std(smooth_run, tmp_path):
+    """An ensemble's energy, forces and stress are its members' means, and energy_std, forces_std and
+    stress_std their standard deviations: checked against each member on its own."""
+    cfg = small_config(tmp_path, **{"model.conv": "cgcnn", "graph.periodic": True, "graph.radius": 5.0,
+                                    "training.epochs": 1, "training.seed": 11})
+    other = train_run(cfg, quiet=True, plots_enabled=False).run_dir
+    atoms = fept_cell(seed=7)
+    wanted = ["energy", "forces", "stress"]
+    alone = []
+    for run in (smooth_run, other):
+        calc = HydraCalculator(run, properties={"energy": "H"}, dtype=torch.float64)
+        calc.calculate(atoms, wanted)
+        alone.append(calc.results)
+    ensemble = HydraCalculator(hydradgl.load([smooth_run, other]), properties={"energy": "H"}, dtype=torch.float64)
+    assert {"energy_std", "forces_std", "stress_std"} <= set(ensemble.implemented_properties)
+    ensemble.calculate(atoms, wanted)
+    for key in wanted:
+        values = np.array([results[key] for results in alone])
+        np.testing.assert_allclose(ensemble.results[key], values.mean(axis=0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(ensemble.results[f"{key}_std"], values.std(axis=0, ddof=1), rtol=1e-7, atol=1e-12)
+    assert ensemble.results["forces_std"].shape == (32, 3) and ensemble.results["forces_std"].max() > 1e-6
+
+
 def test_forces_from_a_distance_blind_model_are_a_clear_error(pna_run):
     calc = HydraCalculator(pna_run, properties={"energy": "H"})
     atoms = fept_cell()

@@ -89,7 +89,10 @@ class MessageGraph:
         return self if backend == self.backend else replace(self, backend=backend, _cache=self._cache)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "MessageGraph":
-        """The graph with its index tensors on ``device`` (cached data is rebuilt there on demand)."""
+        """The graph with its index tensors on ``device`` (cached data is rebuilt there on demand); itself,
+        cache included, when it is there already."""
+        if self.device == torch.device(device):
+            return self
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return replace(self, src=move(self.src), dst=move(self.dst), batch_num_nodes=move(self.batch_num_nodes),
                        batch_num_edges=move(self.batch_num_edges), _cache={})
