@@ -44,10 +44,10 @@ class HydraCalculator(Calculator):
             (default: every head under its own name).
         device: torch device when ``model`` is a path.
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
-        compile: run the model through ``torch.compile`` (inductor): the first call compiles for 15-70 s
-            (once per process and per combination of requested derivatives; inductor caches on disk),
-            later calls of a small cell are ~3x faster on CPU (docs/api.md). The model then runs on the
-            torch kernel path, also outside this calculator.
+        compile: run the model through ``torch.compile`` (inductor): the first call compiles, for 30-70 s
+            (3-20 s with inductor's on-disk cache warm; once per process and per combination of requested
+            derivatives); later calls of a small cell are 1.5-2.4x faster on CPU (docs/api.md). The model
+            then runs on the torch kernel path, also outside this calculator.
     """
 
     def __init__(self, model: TrainedModel | str | os.PathLike, properties: dict[str, str] | None = None,

@@ -1,5 +1,6 @@
 """The ASE calculator: energies and node properties, forces and stress against finite differences,
-periodic cells, a short relaxation, and the clear error when a model cannot give forces."""
+periodic cells, a short relaxation, ensembles' spreads, the compiled model, and the clear errors when a
+model cannot give forces or cannot be compiled."""
 
 from __future__ import annotations
 
@@ -155,7 +156,9 @@ def test_compiled_model_matches_eager_and_serves_other_cell_sizes(tmp_path):
         for key in ("forces", "stress", "charges"):
             scale = np.abs(eager.results[key]).max()
             np.testing.assert_allclose(compiled.results[key], eager.results[key], atol=1e-4 * scale)
-    assert len({len(a) for a in cells}) == 2 and counters["stats"]["unique_graphs"] == graphs_after_first
+    edge_counts = {int(model.graphs([a]).num_edges[0]) for a in cells}
+    assert len({len(a) for a in cells}) == 2 and len(edge_counts) == 3
+    assert counters["stats"]["unique_graphs"] == graphs_after_first
     assert model.members[0].model.kernels == "dgl" and compiled.model.members[0].model.kernels == "torch"
 
 
