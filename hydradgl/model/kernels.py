@@ -188,7 +188,7 @@ class MessageGraph:
         """
         if self._dgl_edges:
             return _UAddEMoments.apply(self, x, basis, weight)
-        u = torch.addmm(self.gather_src(x), basis, weight.T)
+        u = self.gather_src(x).addmm_(basis, weight.T)
         return self._torch_reduce("sum", None, torch.cat([u, u * u], dim=1))
 
     def u_add_e_linear(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
@@ -378,7 +378,7 @@ class _UAddEMoments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, graph: MessageGraph, x, basis, weight):
-        u = torch.addmm(x.index_select(0, graph.src), basis, weight.T)
+        u = x.index_select(0, graph.src).addmm_(basis, weight.T)  # in place: addmm would copy the gather first
         ctx.graph = graph
         ctx.save_for_backward(u, basis, weight)
         return torch.cat([graph._sum_into("to_dst", u), graph._sum_into("to_dst", u * u)], dim=1)
