@@ -105,7 +105,7 @@ def main() -> None:
         for name, cell, energy, run_dir in cases:
             calc = HydraCalculator(run_dir, properties={"energy": energy}, device=args.device)
             edges = int(calc.model.graphs([cell]).num_edges[0])
-            label = f"  {name:22s} x{calc.model.cfg.model.layers} ({edges} edges)"
+            label = f"  {name:25s} x{calc.model.cfg.model.layers} ({edges} edges)"
             for properties in (["energy"], both):
                 ms = per_call_ms(calc, cell, properties, args.calls)
                 print(f"{label} {' + '.join(properties):16s} {ms:6.2f} ms/call")
