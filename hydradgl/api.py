@@ -131,9 +131,10 @@ class TrainedModel:
 
     # ---- input -----------------------------------------------------------------------------------------
 
-    def graphs(self, inputs: StructureLike | Iterable[StructureLike]) -> GraphSet:
+    def graphs(self, inputs: StructureLike | Iterable[StructureLike], skin: float = 0.0) -> GraphSet:
         """Graphs of ASE Atoms / hydradgl Structures, or of LSMS/extxyz files and folders (not both in one
-        call), built exactly like the training graphs; elements checked against the model's."""
+        call), built exactly like the training graphs; elements checked against the model's. ``skin``
+        widens the cutoff of in-memory structures (the calculator's reusable neighbour list)."""
         if isinstance(inputs, (Atoms, Structure, str, os.PathLike)):
             inputs = [inputs]
         inputs = list(inputs)
@@ -147,7 +148,10 @@ class TrainedModel:
         if self.info.node_inputs:
             raise DataError(f"this model needs extra per-atom inputs ({', '.join(self.info.node_inputs)}); "
                             "predict reads only positions and elements")
-        return assign_species(pack([_structure(item, i) for i, item in enumerate(inputs)], {}, {}, self.info.graph),
+        graph = self.info.graph
+        if skin:
+            graph = graph.model_copy(update={"radius": graph.radius + skin})
+        return assign_species(pack([_structure(item, i) for i, item in enumerate(inputs)], {}, {}, graph),
                               self.elements)
 
     def batches(self, graphs: GraphSet, batch_size: int,

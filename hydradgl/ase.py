@@ -4,15 +4,17 @@
 from the head's unit), ``energies``/``charges``/``magmoms`` to one-component node heads, any other name
 to any head (stored as predicted in ``atoms.calc.results``). Forces and stress are derivatives of the
 energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, by autograd through the edge vectors, which
-are recomputed in torch from the positions on every call (the neighbour list too). They exist only when
-the model reads distances (edge features used by the conv). For an ensemble, every value is the members'
-mean and ``<name>_std`` holds their spread, forces and stress included (``forces_std``: each member's
-forces, from one backward pass through all of them, as each member sees its own copy of the positions).
+are recomputed in torch from the positions on every call (the neighbour list is reused while the atoms
+stay within its skin). They exist only when the model reads distances (edge features used by the conv).
+For an ensemble, every value is the members' mean and ``<name>_std`` holds their spread, forces and
+stress included (``forces_std``: each member's forces, from one backward pass through all of them, as
+each member sees its own copy of the positions).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,7 +23,6 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from hydradgl.api import TrainedModel, load, structure_from_atoms
 from hydradgl.data.batch import Batch
-from hydradgl.data.loader import collate
 from hydradgl.errors import ConfigError, HydraError
 from hydradgl.model.kernels import MessageGraph
 
@@ -48,12 +49,22 @@ class HydraCalculator(Calculator):
             (3-20 s with inductor's on-disk cache warm; once per process and per combination of requested
             derivatives); later calls of a small cell are 1.5-2.4x faster on CPU (docs/api.md). The model
             then runs on the torch kernel path, also outside this calculator.
+        skin: Angstrom added to the cutoff of the neighbour search, whose result is reused while no atom
+            has moved more than half of it and the cell, elements and periodicity are unchanged (ASE's
+            ``NeighborList`` rule): the same edges as a search every call, for less time per MD step.
+            0 searches on every call; a model with ``graph.max_neighbours`` always does.
     """
 
     def __init__(self, model: TrainedModel | str | os.PathLike, properties: dict[str, str] | None = None,
-                 device: str = "cpu", dtype: torch.dtype | None = None, compile: bool = False, **kwargs):
+                 device: str = "cpu", dtype: torch.dtype | None = None, compile: bool = False, skin: float = 0.5,
+                 **kwargs):
         super().__init__(**kwargs)
         self.model = model if isinstance(model, TrainedModel) else load(model, device=device)
+        # graph.max_neighbours keeps the nearest k, which a list searched wider cannot reproduce by a cutoff
+        self.skin = float(skin) if self.model.info.graph.max_neighbours is None else 0.0
+        self._neighbours: _NeighbourList | None = None
+        #: How many times the neighbour list was searched (the rest of the calls reused it).
+        self.neighbour_searches = 0
         if dtype is not None:
             self.model.to(dtype)
         self.compiled = compile
@@ -110,10 +121,20 @@ class HydraCalculator(Calculator):
             raise PropertyNotImplementedError("stress needs a cell periodic along all three axes")
         self.results.update(self._evaluate(self.atoms, need_forces, need_stress))
 
+    def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(src, dst, images): the edges within the model's cutoff and their image shifts in cell units,
+        from the neighbour list, searched anew when the skin no longer covers the atoms' moves."""
+        nl = self._neighbours
+        if nl is None or not nl.covers(atoms, self.skin):
+            nl = self._neighbours = _NeighbourList.search(self.model, atoms, self.skin)
+            self.neighbour_searches += 1
+        if not self.skin:  # searched at the cutoff itself, for these very positions
+            return nl.src, nl.dst, nl.images
+        return nl.within(atoms.positions, atoms.cell.array, self.model.cutoff)
+
     def _evaluate(self, atoms: Atoms, need_forces: bool, need_stress: bool) -> dict[str, object]:
         m = self.model
-        graphs = m.graphs([structure_from_atoms(atoms, "the calculator's atoms")])
-        batch = collate(graphs, np.arange(1))
+        src, dst, images = self._edges(atoms)
         dtype, device = m.dtype, m.device
         grad = need_forces or need_stress
         # One copy of the positions and strain per member: one backward pass gives every member's forces.
@@ -121,16 +142,13 @@ class HydraCalculator(Calculator):
         pos = torch.tensor(np.repeat(atoms.positions[None], members, axis=0), dtype=dtype, device=device,
                            requires_grad=need_forces)
         cell = torch.tensor(atoms.cell.array, dtype=dtype, device=device)
-        # Image shifts in cell units, recovered from the neighbour list's vectors: vec = r_dst - r_src - S @ cell.
-        shift_cart = atoms.positions[graphs.dst] - atoms.positions[graphs.src] - graphs.vec
-        periodic = atoms.cell.rank == 3 and bool(np.abs(shift_cart).max(initial=0.0) > 1e-3)
-        images = np.rint(shift_cart @ np.linalg.inv(atoms.cell.array)) if periodic else np.zeros_like(shift_cart)
         strain = torch.zeros((members, 3, 3), dtype=dtype, device=device, requires_grad=need_stress)
-        g = batch.graph.to(device)
+        as_index = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         with torch.enable_grad() if grad else torch.no_grad():
-            outputs = self._call_model(batch.species.to(device), batch.node_inputs.to(device, dtype), g.src, g.dst,
-                                       g.batch_num_nodes, g.batch_num_edges, pos, strain, cell,
-                                       torch.from_numpy(images).to(device=device, dtype=dtype))
+            no_inputs = torch.zeros((len(atoms), 0), dtype=dtype, device=device)  # graphs() refuses models needing any
+            outputs = self._call_model(self._neighbours.species.to(device), no_inputs, as_index(src), as_index(dst),
+                                       as_index(np.array([len(atoms)])), as_index(np.array([len(src)])), pos, strain,
+                                       cell, torch.from_numpy(images).to(device=device, dtype=dtype))
             results: dict[str, object] = {}
             for name, head in self.mapping.items():
                 values = outputs[head] * (ENERGY_UNITS[m.units[head]] if name == "energy" else 1.0)
@@ -177,6 +195,49 @@ class HydraCalculator(Calculator):
             vec = r[dst] - r[src] - images @ (lattice @ deform)
             batches.append(Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec))
         return self.model.outputs(batches, set(self.mapping.values()))
+
+
+@dataclass
+class _NeighbourList:
+    """Edges within the model's cutoff plus a skin, with what they were searched for: the atoms'
+    positions, cell, elements and periodicity. ``images``: (E, 3) image shifts in cell units;
+    ``species``: (N,) the atoms' element indices in the model's table."""
+
+    positions: np.ndarray
+    cell: np.ndarray
+    numbers: np.ndarray
+    pbc: np.ndarray
+    species: torch.Tensor
+    src: np.ndarray
+    dst: np.ndarray
+    images: np.ndarray
+
+    @classmethod
+    def search(cls, model: TrainedModel, atoms: Atoms, skin: float) -> "_NeighbourList":
+        graphs = model.graphs([structure_from_atoms(atoms, "the calculator's atoms")], skin=skin)
+        src, dst = (np.asarray(a, dtype=np.int64) for a in (graphs.src, graphs.dst))
+        # Image shifts in cell units, recovered from the search's vectors: vec = r_dst - r_src - S @ cell.
+        shift_cart = atoms.positions[dst] - atoms.positions[src] - graphs.vec
+        periodic = atoms.cell.rank == 3 and bool(np.abs(shift_cart).max(initial=0.0) > 1e-3)
+        images = np.rint(shift_cart @ np.linalg.inv(atoms.cell.array)) if periodic else np.zeros_like(shift_cart)
+        return cls(atoms.positions.copy(), atoms.cell.array.copy(), atoms.numbers.copy(), atoms.pbc.copy(),
+                   torch.from_numpy(graphs.species_of(slice(None))), src, dst, images)
+
+    def covers(self, atoms: Atoms, skin: float) -> bool:
+        """Whether every edge within the cutoff is among these: same cell, elements and periodicity, and
+        no atom moved more than half the skin since the search."""
+        if len(atoms) != len(self.numbers) or not (np.array_equal(atoms.numbers, self.numbers)
+                                                    and np.array_equal(atoms.pbc, self.pbc)
+                                                    and np.array_equal(atoms.cell.array, self.cell)):
+            return False
+        moved = np.einsum("ij,ij->i", atoms.positions - self.positions, atoms.positions - self.positions)
+        return bool(moved.max(initial=0.0) <= (0.5 * skin) ** 2)
+
+    def within(self, positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
+        """(src, dst, images) of the edges now shorter than ``cutoff`` (in the search's order)."""
+        vec = positions[self.dst] - positions[self.src] - self.images @ cell
+        keep = np.einsum("ij,ij->i", vec, vec) < cutoff * cutoff
+        return self.src[keep], self.dst[keep], self.images[keep]
 
 
 def _members_mean_std(name: str, values: torch.Tensor, ensemble: bool) -> dict[str, np.ndarray]:

@@ -72,6 +72,29 @@ def test_periodic_images_and_translation(smooth_run):
     np.testing.assert_allclose(calc.get_forces(moved), calc.get_forces(atoms), atol=1e-9)
 
 
+def test_neighbour_list_reused_within_the_skin_gives_the_same_results(smooth_run):
+    """Along a trajectory the list searched with a skin is reused until an atom has moved half of it, or
+    the cell changes, and every step matches a calculator that searches on every call."""
+    reuse = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.4)
+    fresh = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.0)
+    atoms = fept_cell(seed=8)
+    rng = np.random.default_rng(0)
+    wanted = ["energy", "forces", "stress"]
+    for step in range(12):
+        searches = reuse.neighbour_searches
+        if step == 9:
+            atoms.set_cell(atoms.cell.array * 1.01, scale_atoms=True)
+        else:
+            atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        reuse.calculate(atoms, wanted)
+        assert step != 9 or reuse.neighbour_searches == searches + 1  # a new cell: searched again
+        fresh.calculate(atoms, wanted)
+        assert reuse.results["energy"] == pytest.approx(fresh.results["energy"], rel=1e-12)
+        for key in ("forces", "stress"):
+            np.testing.assert_allclose(reuse.results[key], fresh.results[key], rtol=1e-10, atol=1e-12)
+    assert fresh.neighbour_searches == 12 and 2 < reuse.neighbour_searches < 12
+
+
 def test_results_match_predict_in_ev_and_node_properties(smooth_run):
     model = hydradgl.load(smooth_run)
     calc = HydraCalculator(model, properties={"energy": "H", "charges": "C", "magmoms": "M", "moment": "M"})
