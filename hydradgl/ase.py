@@ -47,7 +47,7 @@ class HydraCalculator(Calculator):
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
         compile: run the model through ``torch.compile`` (inductor): the first call compiles, for 30-70 s
             (3-20 s with inductor's on-disk cache warm; once per process and per combination of requested
-            derivatives); later calls of a small cell are 1.5-2.4x faster on CPU (docs/api.md). The model
+            derivatives); later calls of a small cell are 1.5-2.7x faster on CPU (docs/api.md). The model
             then runs on the torch kernel path, also outside this calculator.
         skin: Angstrom added to the cutoff of the neighbour search, whose result is reused while no atom
             has moved more than half of it and the cell, elements and periodicity are unchanged (ASE's
