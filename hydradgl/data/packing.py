@@ -29,8 +29,14 @@ def compositions(numbers: np.ndarray, node_ptr: np.ndarray) -> list[str]:
     n_graphs, width = len(node_ptr) - 1, int(numbers.max(initial=0)) + 1
     owner = np.repeat(np.arange(n_graphs), np.diff(node_ptr))
     counts = np.bincount(owner * width + numbers, minlength=n_graphs * width).reshape(n_graphs, width)
-    labels: dict[bytes, str] = {}
-    return [labels.get(key) or labels.setdefault(key, _label(row)) for row, key in ((r, r.tobytes()) for r in counts)]
+    labels: dict[bytes, str] = {}  # count row -> label
+    out = []
+    for row in counts:
+        key = row.tobytes()
+        if key not in labels:
+            labels[key] = _label(row)
+        out.append(labels[key])
+    return out
 
 
 def check_finite(raw: RawDataset | Iterable[Structure]) -> None:

@@ -388,7 +388,7 @@ class _UAddEMoments(torch.autograd.Function):
         u, basis, weight = ctx.saved_tensors
         graph = ctx.graph
         g1, g2 = (part.contiguous().index_select(0, graph.dst) for part in grad.chunk(2, dim=1))
-        grad_u = torch.addcmul(g1, u, g2, value=2.0)  # contiguous operands: 5x faster than on slices
+        grad_u = g1.addcmul_(u, g2, value=2.0)  # contiguous operands: 5x faster than on slices; g1 is ours
         grad_x = graph._sum_into("to_src", grad_u) if ctx.needs_input_grad[1] else None
         grad_basis = grad_u @ weight if ctx.needs_input_grad[2] else None
         grad_weight = grad_u.T @ basis if ctx.needs_input_grad[3] else None
