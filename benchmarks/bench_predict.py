@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import hydradgl
-    from hydradgl.ase import HydraCalculator
+    from hydradgl.ase import HydraCalculator, SymmetryWarning
+
+    warnings.simplefilter("ignore", SymmetryWarning)  # PNA's max: timings here, not a crystal's symmetry
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or train_throwaway(Path(tmp) / "pna")

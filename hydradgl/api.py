@@ -117,6 +117,12 @@ class TrainedModel:
         """Whether the outputs change continuously with interatomic distances (needed for forces)."""
         return all(m.model.needs_edges for m in self.members)
 
+    @property
+    def uses_extrema(self) -> bool:
+        """Whether a layer or head reduces by a max or min (see HydraModel.uses_extrema): forces then lose
+        the symmetry of symmetric structures."""
+        return any(m.model.uses_extrema for m in self.members)
+
     def to(self, dtype: torch.dtype) -> "TrainedModel":
         """Cast every member's weights (e.g. ``torch.float64`` for finite-difference checks); returns self."""
         for m in self.members:

@@ -14,6 +14,7 @@ each member sees its own copy of the positions).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,10 @@ class ForcesUnavailable(HydraError, PropertyNotImplementedError):
     """Forces or stress were asked of a model whose energy does not depend on interatomic distances."""
 
 
+class SymmetryWarning(UserWarning):
+    """Forces were asked of a model whose max/min reductions break the symmetry of symmetric structures."""
+
+
 class HydraCalculator(Calculator):
     """ASE calculator over a run directory, an ensemble directory, or a loaded :class:`TrainedModel`.
 
@@ -47,12 +52,15 @@ class HydraCalculator(Calculator):
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
         compile: run the model through ``torch.compile`` (inductor): the first call compiles, for 30-70 s
             (3-20 s with inductor's on-disk cache warm; once per process and per combination of requested
-            derivatives); later calls of a small cell are 1.5-2.7x faster on CPU (docs/api.md). The model
+            derivatives); later calls of a small cell are 1.5-3.2x faster on CPU (docs/api.md). The model
             then runs on the torch kernel path, also outside this calculator.
         skin: Angstrom added to the cutoff of the neighbour search, whose result is reused while no atom
             has moved more than half of it and the cell, elements and periodicity are unchanged (ASE's
             ``NeighborList`` rule): the same edges as a search every call, for less time per MD step.
             0 searches on every call; a model with ``graph.max_neighbours`` always does.
+
+    Forces of a model that reduces by a max or min (PNA's min/max aggregators) lose the symmetry of
+    symmetric structures: the first such call warns (:class:`SymmetryWarning`).
     """
 
     def __init__(self, model: TrainedModel | str | os.PathLike, properties: dict[str, str] | None = None,
@@ -65,6 +73,7 @@ class HydraCalculator(Calculator):
         self._neighbours: _NeighbourList | None = None
         #: How many times the neighbour list was searched (the rest of the calls reused it).
         self.neighbour_searches = 0
+        self._symmetry_warned = False
         if dtype is not None:
             self.model.to(dtype)
         self.compiled = compile
@@ -73,7 +82,7 @@ class HydraCalculator(Calculator):
             for member in self.model.members:  # DGL's kernels do not trace; the torch path computes the same
                 member.model.kernels = "torch"
             # dynamic: one compiled graph serves every atom and edge count (MD changes the edges each step)
-            self._outputs = torch.compile(self._cell_outputs, dynamic=True)
+            self._outputs = torch.compile(self._cell_outputs, dynamic=True, options=_compile_options(self.model.device))
         self.mapping = dict(properties) if properties is not None else {h: h for h in self.model.heads}
         self._check_mapping()
         self.implemented_properties = list(self.mapping)
@@ -119,6 +128,15 @@ class HydraCalculator(Calculator):
             raise self._forces_unavailable()
         if need_stress and not self.atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic along all three axes")
+        if need_forces and self.model.uses_extrema and not self._symmetry_warned:
+            self._symmetry_warned = True
+            warnings.warn(SymmetryWarning(
+                f"{self.model.run_dirs[0]}: this model reduces by a max or min (PNA's min/max aggregators, "
+                "SAGE's pool, a max readout). Where an atom's neighbours are equivalent, as in a perfect crystal, "
+                "the max picks one of them and the forces lose the structure's symmetry (a perfect BCT Fe cell "
+                "got forces of about half those after a 0.05 A rattle, where symmetry makes them zero). For "
+                "relaxations and MD train a smooth aggregation: pna with conv_options.aggregators [mean, std, "
+                "sum], or cgcnn, schnet, egnn (docs/api.md)."), stacklevel=2)
         self.results.update(self._evaluate(self.atoms, need_forces, need_stress))
 
     def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -238,6 +256,14 @@ class _NeighbourList:
         vec = positions[self.dst] - positions[self.src] - self.images @ cell
         keep = np.einsum("ij,ij->i", vec, vec) < cutoff * cutoff
         return self.src[keep], self.dst[keep], self.images[keep]
+
+
+def _compile_options(device: torch.device | str) -> dict[str, object]:
+    """Inductor options for the calculator's graph. On CPU, an expression of more than 8 operations is
+    stored once rather than recomputed wherever it is read: by default inductor inlines each atom's
+    gradient (some 30 operations) into the backward pass's per-edge gather, computing it once per edge
+    instead of once per atom (a 1,856-edge PNA layer's kernel: 330 -> 45 us; docs/api.md)."""
+    return {"realize_opcount_threshold": 8} if torch.device(device).type == "cpu" else {}
 
 
 def _members_mean_std(name: str, values: torch.Tensor, ensemble: bool) -> dict[str, np.ndarray]:

@@ -4,6 +4,8 @@ model cannot give forces or cannot be compiled."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 from ase.optimize import FIRE
 
 import hydradgl
-from hydradgl.ase import ForcesUnavailable, HydraCalculator
+from hydradgl.ase import ForcesUnavailable, HydraCalculator, SymmetryWarning
 from hydradgl.errors import ConfigError, HydraError
 from hydradgl.train.run import train_run
 from tests.conftest import small_config
@@ -31,6 +33,13 @@ def pna_run(tmp_path_factory, small_prepared):
     """The paper's PNA model (no edge features): distances only through the cutoff."""
     cfg = small_config(tmp_path_factory.mktemp("pna"), **{"model.conv_options": {"use_edge_features": False}})
     return train_run(cfg, data=small_prepared, quiet=True, plots_enabled=False).run_dir
+
+
+def periodic_pna(root, **conv_options):
+    """A periodic PNA model with edge features (the default conv) and ``conv_options``."""
+    cfg = small_config(root, **{"graph.periodic": True, "graph.radius": 5.0, "training.epochs": 1,
+                                "model.conv_options": conv_options})
+    return train_run(cfg, quiet=True, plots_enabled=False).run_dir
 
 
 def fept_cell(seed: int = 0, rattle: float = 0.05) -> Atoms:
@@ -70,6 +79,48 @@ def test_periodic_images_and_translation(smooth_run):
     moved.wrap()
     assert calc.get_potential_energy(moved) == pytest.approx(energy, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(calc.get_forces(moved), calc.get_forces(atoms), atol=1e-9)
+
+
+def perfect_crystal(ordered: bool) -> Atoms:
+    """The training lattice unrattled: BCT Fe, or ordered FePt (corners Fe, body centres Pt). Every atom is
+    a centre of inversion, so symmetry makes every force zero."""
+    atoms = fept_cell(rattle=0.0)
+    atoms.numbers[:] = 26
+    if ordered:
+        atoms.numbers[1::2] = 78
+    return atoms
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["Fe", "FePt-ordered"])
+def test_smooth_model_keeps_a_perfect_crystals_symmetry(tmp_path, ordered):
+    """PNA with sum-like aggregators: no force on any atom of a perfect crystal, and the tetragonal cell's
+    stress has xx = yy and no shear; off the symmetric positions the forces are there."""
+    run = periodic_pna(tmp_path, aggregators=["mean", "std", "sum"])
+    atoms = perfect_crystal(ordered)
+    atoms.calc = HydraCalculator(run, properties={"energy": "H"}, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SymmetryWarning)
+        forces, stress = atoms.get_forces(), atoms.get_stress()
+    np.testing.assert_allclose(forces, 0.0, atol=1e-10)
+    assert abs(stress[0] - stress[1]) < 1e-10 * abs(stress).max() and np.abs(stress[3:]).max() < 1e-10
+    atoms.rattle(0.05, seed=1)
+    assert np.abs(atoms.get_forces()).max() > 1e-3
+
+
+def test_max_aggregation_warns_that_forces_lose_symmetry(tmp_path):
+    """The default aggregators include min and max: the calculator says, once, that forces of symmetric
+    structures lose their symmetry, which they do (equivalent neighbours tie up to rounding, and the max
+    follows one of them)."""
+    atoms = perfect_crystal(ordered=False)
+    atoms.calc = HydraCalculator(periodic_pna(tmp_path), properties={"energy": "H"}, dtype=torch.float64)
+    assert atoms.get_potential_energy() is not None  # energy alone: nothing to warn about
+    with pytest.warns(SymmetryWarning, match=r"max or min \(PNA's min/max aggregators.*aggregators \[mean, std, sum\]"):
+        forces = atoms.get_forces()
+    assert np.abs(forces).max() > 1e-4
+    atoms.positions[0, 0] += 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SymmetryWarning)
+        atoms.get_forces()
 
 
 def test_neighbour_list_reused_within_the_skin_gives_the_same_results(smooth_run):
@@ -157,6 +208,7 @@ def test_bad_property_mapping_is_named(pna_run):
         HydraCalculator(pna_run, properties={"charges": "Q"})
 
 
+@pytest.mark.filterwarnings("ignore::hydradgl.ase.SymmetryWarning")  # a PNA model, on rattled cells
 def test_compiled_model_matches_eager_and_serves_other_cell_sizes(tmp_path):
     """compile=True computes the eager model's values and derivatives, and its one compiled graph serves
     cells with other atom and edge counts (in MD the edges change every few steps): no recompilation."""

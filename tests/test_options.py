@@ -63,6 +63,19 @@ def test_pna_without_edge_features_skips_computing_them(small_prepared):
     assert model.edge_features.dim > 0 and not model.needs_edges
 
 
+@pytest.mark.parametrize("overrides,expected", [
+    ({}, True),  # the paper's PNA aggregators: mean, min, max, std
+    ({"model.conv_options": {"aggregators": ["mean", "std", "sum"]}}, False),
+    ({"model.conv": "sage", "model.conv_options": {"aggregator": "pool"}}, True),
+    ({"model.conv": "sage", "model.conv_options": {"aggregator": "mean"}}, False),
+    ({"model.conv": "cgcnn"}, False),
+    ({"model.conv": "cgcnn", "heads.0.options": {"readout": "max"}}, True),
+])
+def test_model_says_whether_it_reduces_by_max_or_min(small_prepared, overrides, expected):
+    """HydraModel.uses_extrema (the calculator's warning that forces lose a crystal's symmetry)."""
+    assert build_model(small_config(**overrides), small_prepared.info).uses_extrema is expected
+
+
 @pytest.mark.parametrize("name,kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam)])
 def test_optimizers(small_prepared, name, kind):
     trainer = trainer_for(small_prepared, **{"training.optimizer": name, "training.weight_decay": 0.01})

@@ -81,6 +81,13 @@ class HydraModel(nn.Module):
     def head_targets(self) -> dict[str, str]:
         return {d.name: d.target for d in self.head_descriptions}
 
+    @property
+    def uses_extrema(self) -> bool:
+        """Whether a conv or head reduces by a max or min (modules declare ``uses_extrema = True``). Its
+        outputs then follow one of the candidates, and where equivalent neighbours tie, as in a perfect
+        crystal, their derivatives (forces) follow one of them and lose the structure's symmetry."""
+        return any(getattr(module, "uses_extrema", False) for module in self.modules() if module is not self)
+
     #: The kernel path convs and heads run on (hydradgl.model.kernels); the run sets it from
     #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
     kernels: str = "dgl"

@@ -90,6 +90,8 @@ class PNATower(nn.Module):
             else nn.Linear(post_in, out_dim)
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
+        # min/max pick one neighbour: at a symmetric configuration, one of several equivalent ones
+        self.uses_extrema = self.need_max
 
     @staticmethod
     def _node_max(graph, b: torch.Tensor) -> torch.Tensor:

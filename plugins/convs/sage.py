@@ -43,6 +43,7 @@ class SAGEConv(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, aggregator: str = "mean"):
         super().__init__()
         self.aggregator = aggregator
+        self.uses_extrema = aggregator == "pool"  # a max over neighbours
         self.fc_pool = nn.Linear(in_dim, in_dim) if aggregator == "pool" else None
         self.fc_self = nn.Linear(in_dim, out_dim, bias=False) if aggregator != "gcn" else None
         self.fc_neigh = nn.Linear(in_dim, out_dim)

@@ -58,6 +58,7 @@ class GraphHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, layers: list[int], readout: str, act: str, per_atom: bool = False):
         super().__init__()
         self.readout, self.per_atom = readout, per_atom
+        self.uses_extrema = readout == "max"
         self.mlp = mlp(in_dim, layers, out_dim, act)
 
     def forward(self, graph, h: torch.Tensor) -> torch.Tensor:
