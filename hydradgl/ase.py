@@ -133,10 +133,10 @@ class HydraCalculator(Calculator):
             warnings.warn(SymmetryWarning(
                 f"{self.model.run_dirs[0]}: this model reduces by a max or min (PNA's min/max aggregators, "
                 "SAGE's pool, a max readout). Where an atom's neighbours are equivalent, as in a perfect crystal, "
-                "the max picks one of them and the forces lose the structure's symmetry (a perfect BCT Fe cell "
-                "got forces of about half those after a 0.05 A rattle, where symmetry makes them zero). For "
-                "relaxations and MD train a smooth aggregation: pna with conv_options.aggregators [mean, std, "
-                "sum], or cgcnn, schnet, egnn (docs/api.md)."), stacklevel=2)
+                "the max picks one of them and the forces lose the structure's symmetry (tested on a perfect BCT "
+                "Fe cell, where symmetry makes every force zero: a quarter to a half of the forces after a 0.05 A "
+                "rattle). For relaxations and MD train a smooth aggregation: pna with conv_options.aggregators "
+                "[mean, std, sum], or cgcnn, schnet, egnn (docs/api.md)."), stacklevel=2)
         self.results.update(self._evaluate(self.atoms, need_forces, need_stress))
 
     def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
