@@ -76,9 +76,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import hydradgl
-    from hydradgl.ase import HydraCalculator, SymmetryWarning
+    from hydradgl.ase import HydraCalculator, SmoothnessWarning
 
-    warnings.simplefilter("ignore", SymmetryWarning)  # PNA's max: timings here, not a crystal's symmetry
+    warnings.simplefilter("ignore", SmoothnessWarning)  # timings here, not the physics of the energy surface
 
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or train_throwaway(Path(tmp) / "pna")

@@ -115,7 +115,12 @@ class TrainedModel:
     @property
     def depends_on_distances(self) -> bool:
         """Whether the outputs change continuously with interatomic distances (needed for forces)."""
-        return all(m.model.needs_edges for m in self.members)
+        return all(m.model.depends_on_distances for m in self.members)
+
+    @property
+    def smooth_at_cutoff(self) -> bool:
+        """Whether the outputs stay continuous as neighbours cross the cutoff (see HydraModel)."""
+        return all(m.model.smooth_at_cutoff for m in self.members)
 
     @property
     def uses_extrema(self) -> bool:

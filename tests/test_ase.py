@@ -1,6 +1,7 @@
 """The ASE calculator: energies and node properties, forces and stress against finite differences,
-periodic cells, a short relaxation, ensembles' spreads, the compiled model, and the clear errors when a
-model cannot give forces or cannot be compiled."""
+periodic images, a short relaxation, NVE energy conservation, a perfect crystal's symmetric forces,
+ensembles' spreads, the compiled model, and the clear errors and warnings when a model cannot give forces,
+gives forces of an energy that is not smooth, or cannot be compiled."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
+from ase import Atoms, units
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.md.velocitydistribution import Stationary
+from ase.md.verlet import VelocityVerlet
 from ase.optimize import FIRE
 
 import hydradgl
-from hydradgl.ase import ForcesUnavailable, HydraCalculator, SymmetryWarning
+from hydradgl.ase import ForcesUnavailable, HydraCalculator, SmoothnessWarning
 from hydradgl.errors import ConfigError, HydraError
 from hydradgl.train.run import train_run
 from tests.conftest import small_config
 
+# Most tests here take forces of models that are not smooth (cgcnn, pna); the warning has its own tests.
+pytestmark = pytest.mark.filterwarnings("ignore::hydradgl.ase.SmoothnessWarning")
+
 
 @pytest.fixture(scope="module")
-def smooth_run(tmp_path_factory):
-    """A small periodic CGCNN model: its energy depends on distances through Gaussian edge features."""
+def cgcnn_run(tmp_path_factory):
+    """A small periodic CGCNN model: its energy is differentiable in the distances (Gaussian edge features)
+    but jumps when a neighbour crosses the cutoff (see test_md_conserves_energy_only_with_a_smooth_model)."""
     cfg = small_config(tmp_path_factory.mktemp("ase"), **{"model.conv": "cgcnn", "graph.periodic": True,
                                                          "graph.radius": 5.0, "training.epochs": 1})
     return train_run(cfg, quiet=True, plots_enabled=False).run_dir
@@ -35,10 +42,10 @@ def pna_run(tmp_path_factory, small_prepared):
     return train_run(cfg, data=small_prepared, quiet=True, plots_enabled=False).run_dir
 
 
-def periodic_pna(root, **conv_options):
-    """A periodic PNA model with edge features (the default conv) and ``conv_options``."""
-    cfg = small_config(root, **{"graph.periodic": True, "graph.radius": 5.0, "training.epochs": 1,
-                                "model.conv_options": conv_options})
+def periodic_run(root, conv: str = "pna", **conv_options):
+    """A small periodic model of ``conv`` with ``conv_options`` (pna: edge features on, the default)."""
+    cfg = small_config(root, **{"model.conv": conv, "graph.periodic": True, "graph.radius": 5.0,
+                                "training.epochs": 1, "model.conv_options": conv_options})
     return train_run(cfg, quiet=True, plots_enabled=False).run_dir
 
 
@@ -53,8 +60,8 @@ def fept_cell(seed: int = 0, rattle: float = 0.05) -> Atoms:
     return atoms
 
 
-def test_forces_and_stress_match_finite_differences(smooth_run):
-    calc = HydraCalculator(smooth_run, properties={"energy": "H", "charges": "C", "magmoms": "M"},
+def test_forces_and_stress_match_finite_differences(cgcnn_run):
+    calc = HydraCalculator(cgcnn_run, properties={"energy": "H", "charges": "C", "magmoms": "M"},
                            dtype=torch.float64)
     atoms = fept_cell()
     atoms.calc = calc
@@ -68,9 +75,9 @@ def test_forces_and_stress_match_finite_differences(smooth_run):
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-8)  # translation invariance: no net force
 
 
-def test_periodic_images_and_translation(smooth_run):
+def test_periodic_images_and_translation(cgcnn_run):
     """Energy is unchanged by a rigid translation and by wrapping atoms back into the cell."""
-    calc = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64)
+    calc = HydraCalculator(cgcnn_run, properties={"energy": "H"}, dtype=torch.float64)
     atoms = fept_cell(seed=1)
     energy = calc.get_potential_energy(atoms)
     moved = atoms.copy()
@@ -93,13 +100,12 @@ def perfect_crystal(ordered: bool) -> Atoms:
 
 @pytest.mark.parametrize("ordered", [False, True], ids=["Fe", "FePt-ordered"])
 def test_smooth_model_keeps_a_perfect_crystals_symmetry(tmp_path, ordered):
-    """PNA with sum-like aggregators: no force on any atom of a perfect crystal, and the tetragonal cell's
-    stress has xx = yy and no shear; off the symmetric positions the forces are there."""
-    run = periodic_pna(tmp_path, aggregators=["mean", "std", "sum"])
+    """SchNet (sums of enveloped filters): no force on any atom of a perfect crystal, the tetragonal cell's
+    stress has xx = yy and no shear, and no SmoothnessWarning; off the symmetric positions forces are there."""
     atoms = perfect_crystal(ordered)
-    atoms.calc = HydraCalculator(run, properties={"energy": "H"}, dtype=torch.float64)
+    atoms.calc = HydraCalculator(periodic_run(tmp_path, "schnet"), properties={"energy": "H"}, dtype=torch.float64)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", SymmetryWarning)
+        warnings.simplefilter("error", SmoothnessWarning)
         forces, stress = atoms.get_forces(), atoms.get_stress()
     np.testing.assert_allclose(forces, 0.0, atol=1e-10)
     assert abs(stress[0] - stress[1]) < 1e-10 * abs(stress).max() and np.abs(stress[3:]).max() < 1e-10
@@ -107,27 +113,57 @@ def test_smooth_model_keeps_a_perfect_crystals_symmetry(tmp_path, ordered):
     assert np.abs(atoms.get_forces()).max() > 1e-3
 
 
-def test_max_aggregation_warns_that_forces_lose_symmetry(tmp_path):
-    """The default aggregators include min and max: the calculator says, once, that forces of symmetric
-    structures lose their symmetry, which they do (equivalent neighbours tie up to rounding, and the max
-    follows one of them)."""
+def test_default_pna_warns_once_that_its_energy_is_not_smooth(tmp_path):
+    """The default PNA: messages that do not vanish at the cutoff, and min/max aggregators. The calculator
+    says so once, on the first forces call; the perfect crystal's forces do lose their symmetry."""
     atoms = perfect_crystal(ordered=False)
-    atoms.calc = HydraCalculator(periodic_pna(tmp_path), properties={"energy": "H"}, dtype=torch.float64)
-    assert atoms.get_potential_energy() is not None  # energy alone: nothing to warn about
-    with pytest.warns(SymmetryWarning, match=r"max or min \(PNA's min/max aggregators.*aggregators \[mean, std, sum\]"):
+    atoms.calc = HydraCalculator(periodic_run(tmp_path), properties={"energy": "H"}, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmoothnessWarning)
+        atoms.get_potential_energy()  # energy alone: nothing to warn about
+    with pytest.warns(SmoothnessWarning, match=r"its conv \(pna\) does not take each message to zero at the cutoff"
+                                               r".*; and it reduces by a max or min.*train schnet or egnn"):
         forces = atoms.get_forces()
     assert np.abs(forces).max() > 1e-4
     atoms.positions[0, 0] += 0.01
     with warnings.catch_warnings():
-        warnings.simplefilter("error", SymmetryWarning)
+        warnings.simplefilter("error", SmoothnessWarning)
         atoms.get_forces()
 
 
-def test_neighbour_list_reused_within_the_skin_gives_the_same_results(smooth_run):
+def nve_drift(run, skin: float = 0.5) -> tuple[float, int]:
+    """200 velocity-Verlet steps of 0.5 fs from 600 K on a rattled cell: the total energy's largest
+    departure from its start over the potential energy's range, and the neighbour searches made."""
+    atoms = fept_cell(seed=4, rattle=0.02)
+    calc = atoms.calc = HydraCalculator(run, properties={"energy": "H"}, dtype=torch.float64, skin=skin)
+    thermal = np.sqrt(atoms.get_masses()[:, None] * units.kB * 600)  # Maxwell-Boltzmann momenta at 600 K
+    atoms.set_momenta(np.random.default_rng(0).standard_normal((len(atoms), 3)) * thermal)
+    Stationary(atoms)
+    potential, total = [], []
+    md = VelocityVerlet(atoms, timestep=0.5 * units.fs, logfile=None)
+    md.attach(lambda: (potential.append(atoms.get_potential_energy()), total.append(atoms.get_total_energy())))
+    md.run(200)
+    return np.abs(np.array(total) - total[0]).max() / np.ptp(potential), calc.neighbour_searches
+
+
+@pytest.mark.filterwarnings("ignore::hydradgl.ase.SmoothnessWarning")
+def test_md_conserves_energy_only_with_a_smooth_model(tmp_path, cgcnn_run):
+    """NVE MD with EGNN (enveloped messages; here without edge features, on the squared distance alone)
+    conserves the total energy to under 1% of the potential energy's swings, across neighbour searches
+    (skin 0.1 A) and cutoff crossings. CGCNN's energy jumps at the cutoff: the total drifts by more than
+    a third of the swings, which is what its SmoothnessWarning says."""
+    egnn = periodic_run(tmp_path, "egnn")
+    assert hydradgl.load(egnn).smooth_at_cutoff and not hydradgl.load(cgcnn_run).smooth_at_cutoff
+    drift, searches = nve_drift(egnn, skin=0.1)
+    assert drift < 0.01 and searches > 1
+    assert nve_drift(cgcnn_run)[0] > 0.3
+
+
+def test_neighbour_list_reused_within_the_skin_gives_the_same_results(cgcnn_run):
     """Along a trajectory the list searched with a skin is reused until an atom has moved half of it, or
     the cell changes, and every step matches a calculator that searches on every call."""
-    reuse = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.4)
-    fresh = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.0)
+    reuse = HydraCalculator(cgcnn_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.4)
+    fresh = HydraCalculator(cgcnn_run, properties={"energy": "H"}, dtype=torch.float64, skin=0.0)
     atoms = fept_cell(seed=8)
     rng = np.random.default_rng(0)
     wanted = ["energy", "forces", "stress"]
@@ -146,8 +182,8 @@ def test_neighbour_list_reused_within_the_skin_gives_the_same_results(smooth_run
     assert fresh.neighbour_searches == 12 and 2 < reuse.neighbour_searches < 12
 
 
-def test_results_match_predict_in_ev_and_node_properties(smooth_run):
-    model = hydradgl.load(smooth_run)
+def test_results_match_predict_in_ev_and_node_properties(cgcnn_run):
+    model = hydradgl.load(cgcnn_run)
     calc = HydraCalculator(model, properties={"energy": "H", "charges": "C", "magmoms": "M", "moment": "M"})
     atoms = fept_cell(seed=2)
     expected = model.predict(atoms)
@@ -157,9 +193,9 @@ def test_results_match_predict_in_ev_and_node_properties(smooth_run):
     np.testing.assert_allclose(calc.results["moment"], expected.atoms["M"], rtol=1e-5, atol=1e-6)
 
 
-def test_short_relaxation_lowers_the_energy(smooth_run):
+def test_short_relaxation_lowers_the_energy(cgcnn_run):
     atoms = fept_cell(seed=3, rattle=0.1)
-    atoms.calc = HydraCalculator(smooth_run, properties={"energy": "H"}, dtype=torch.float64)
+    atoms.calc = HydraCalculator(cgcnn_run, properties={"energy": "H"}, dtype=torch.float64)
     start = atoms.get_potential_energy()
     energies = []
     # small steps: a one-epoch model's energy surface is rough, and BFGS's first Hessian guess overshoots it
@@ -169,7 +205,7 @@ def test_short_relaxation_lowers_the_energy(smooth_run):
     assert len(energies) == 6 and all(b < a for a, b in zip([start, *energies[1:]], energies[1:]))
 
 
-def test_ensemble_values_and_spreads_are_the_members_mean_and_std(smooth_run, tmp_path):
+def test_ensemble_values_and_spreads_are_the_members_mean_and_std(cgcnn_run, tmp_path):
     """An ensemble's energy, forces and stress are its members' means, and energy_std, forces_std and
     stress_std their standard deviations: checked against each member on its own."""
     cfg = small_config(tmp_path, **{"model.conv": "cgcnn", "graph.periodic": True, "graph.radius": 5.0,
@@ -178,11 +214,11 @@ def test_ensemble_values_and_spreads_are_the_members_mean_and_std(smooth_run, tm
     atoms = fept_cell(seed=7)
     wanted = ["energy", "forces", "stress"]
     alone = []
-    for run in (smooth_run, other):
+    for run in (cgcnn_run, other):
         calc = HydraCalculator(run, properties={"energy": "H"}, dtype=torch.float64)
         calc.calculate(atoms, wanted)
         alone.append(calc.results)
-    ensemble = HydraCalculator(hydradgl.load([smooth_run, other]), properties={"energy": "H"}, dtype=torch.float64)
+    ensemble = HydraCalculator(hydradgl.load([cgcnn_run, other]), properties={"energy": "H"}, dtype=torch.float64)
     assert {"energy_std", "forces_std", "stress_std"} <= set(ensemble.implemented_properties)
     ensemble.calculate(atoms, wanted)
     for key in wanted:
@@ -208,7 +244,6 @@ def test_bad_property_mapping_is_named(pna_run):
         HydraCalculator(pna_run, properties={"charges": "Q"})
 
 
-@pytest.mark.filterwarnings("ignore::hydradgl.ase.SymmetryWarning")  # a PNA model, on rattled cells
 def test_compiled_model_matches_eager_and_serves_other_cell_sizes(tmp_path):
     """compile=True computes the eager model's values and derivatives, and its one compiled graph serves
     cells with other atom and edge counts (in MD the edges change every few steps): no recompilation."""
@@ -237,8 +272,8 @@ def test_compiled_model_matches_eager_and_serves_other_cell_sizes(tmp_path):
     assert model.members[0].model.kernels == "dgl" and compiled.model.members[0].model.kernels == "torch"
 
 
-def test_a_failed_compilation_says_how_to_do_without(smooth_run, monkeypatch):
-    calc = HydraCalculator(smooth_run, properties={"energy": "H"}, compile=True)
+def test_a_failed_compilation_says_how_to_do_without(cgcnn_run, monkeypatch):
+    calc = HydraCalculator(cgcnn_run, properties={"energy": "H"}, compile=True)
 
     def broken(*tensors):
         raise torch._inductor.exc.InductorError(RuntimeError("C++ compile error: g++ not found"), None)

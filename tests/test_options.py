@@ -76,6 +76,19 @@ def test_model_says_whether_it_reduces_by_max_or_min(small_prepared, overrides, 
     assert build_model(small_config(**overrides), small_prepared.info).uses_extrema is expected
 
 
+@pytest.mark.parametrize("overrides,expected", [
+    ({}, False),  # pna: messages carry the neighbours' features, aggregates their count
+    ({"model.conv": "cgcnn"}, False),
+    ({"model.conv": "sage"}, False),
+    ({"model.conv": "schnet"}, True),
+    ({"model.conv": "egnn"}, True),
+    ({"model.conv": "egnn", "model.conv_options": {"envelope": False}}, False),
+])
+def test_model_says_whether_it_is_smooth_at_the_cutoff(small_prepared, overrides, expected):
+    """HydraModel.smooth_at_cutoff (the calculator's warning that MD will not conserve energy)."""
+    assert build_model(small_config(**overrides), small_prepared.info).smooth_at_cutoff is expected
+
+
 @pytest.mark.parametrize("name,kind", [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam)])
 def test_optimizers(small_prepared, name, kind):
     trainer = trainer_for(small_prepared, **{"training.optimizer": name, "training.weight_decay": 0.01})

@@ -82,6 +82,19 @@ class HydraModel(nn.Module):
         return {d.name: d.target for d in self.head_descriptions}
 
     @property
+    def depends_on_distances(self) -> bool:
+        """Whether the outputs change continuously with interatomic distances: a conv reads the edge
+        features or the raw geometry (forces and stress need it)."""
+        return self.needs_edges or any(self.geometry_convs)
+
+    @property
+    def smooth_at_cutoff(self) -> bool:
+        """Whether every conv declares ``smooth_at_cutoff = True``: each message goes to zero as its
+        distance reaches the cutoff, so the outputs do not jump when a neighbour crosses it (MD
+        conserves energy). Convs whose messages carry the neighbours' features or count do not."""
+        return all(getattr(conv, "smooth_at_cutoff", False) for conv in self.convs)
+
+    @property
     def uses_extrema(self) -> bool:
         """Whether a conv or head reduces by a max or min (modules declare ``uses_extrema = True``). Its
         outputs then follow one of the candidates, and where equivalent neighbours tie, as in a perfect

@@ -71,6 +71,7 @@ class EGNNConv(nn.Module):
         super().__init__()
         self.uses_edge_features = use_edge_features
         self.envelope = envelope
+        self.smooth_at_cutoff = envelope  # every message carries the cosine envelope
         self.edge_dst = nn.Linear(dim, dim)  # first layer of phi_e on h_i (with its bias)
         self.edge_src = nn.Linear(dim, dim, bias=False)  # ... on h_j
         self.edge_dist = nn.Parameter(torch.empty(dim))  # ... on the squared distance

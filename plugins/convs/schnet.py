@@ -44,6 +44,7 @@ class SchNetConv(nn.Module):
     """
 
     uses_geometry = True
+    smooth_at_cutoff = True  # every filter carries the cosine envelope
 
     def __init__(self, dim: int, edge_dim: int, filters: int | None = None):
         super().__init__()
