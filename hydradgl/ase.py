@@ -5,7 +5,9 @@ from the head's unit), ``energies``/``charges``/``magmoms`` to one-component nod
 to any head (stored as predicted in ``atoms.calc.results``). Forces and stress are derivatives of the
 energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, by autograd through the edge vectors, which
 are recomputed in torch from the positions on every call (the neighbour list is reused while the atoms
-stay within its skin). They exist only when the model reads distances (edge features used by the conv).
+stay within its skin). They exist only when the model reads distances (edge features or the raw
+geometry), and come from a smooth energy only with convs that declare it (SchNet, EGNN; SmoothnessWarning
+says why otherwise).
 For an ensemble, every value is the members' mean and ``<name>_std`` holds their spread, forces and
 stress included (``forces_std``: each member's forces, from one backward pass through all of them, as
 each member sees its own copy of the positions).
@@ -136,6 +138,7 @@ class HydraCalculator(Calculator):
         self.results.update(self._evaluate(self.atoms, need_forces, need_stress))
 
     def _warn_if_not_smooth(self) -> None:
+        """SmoothnessWarning naming what makes this model's energy rough, if anything does."""
         m = self.model
         reasons = []
         if not m.smooth_at_cutoff:
