@@ -167,6 +167,7 @@ CONV_OPTIONS = {
             {"use_edge_features": True, "edge_features_in_extrema": True},
             {"pre_layers": 2, "post_layers": 2, "use_edge_features": True, "towers": 3, "divide_input": False}],
     "sage": [{"aggregator": a} for a in ("mean", "pool", "gcn")],
+    "cgcnn": [{}, {"envelope": True}],
     "egnn": [{}, {"vector_features": True, "use_edge_features": True}],
     "gin": [{"aggregator": a} for a in ("sum", "mean", "max")],
 }
