@@ -57,7 +57,8 @@ class Variant:
 
 
 # Options of built-in convs worth a row of their own (with edge features where the conv has the option).
-EXTRA = {"pna": [{"edge_features_in_extrema": True}], "egnn": [{"vector_features": True}]}
+EXTRA = {"pna": [{"edge_features_in_extrema": True}, {"envelope": True, "aggregators": ["mean", "std", "sum"]}],
+         "cgcnn": [{"envelope": True}], "egnn": [{"vector_features": True}]}
 
 
 def variants(registry: Registry, only: list[str] | None) -> list[Variant]:

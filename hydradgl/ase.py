@@ -6,8 +6,8 @@ to any head (stored as predicted in ``atoms.calc.results``). Forces and stress a
 energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, by autograd through the edge vectors, which
 are recomputed in torch from the positions on every call (the neighbour list is reused while the atoms
 stay within its skin). They exist only when the model reads distances (edge features or the raw
-geometry), and come from a smooth energy only with convs that declare it (SchNet, EGNN, CGCNN with its
-envelope; SmoothnessWarning says why otherwise).
+geometry), and come from a smooth energy only with convs that declare it (SchNet, EGNN, CGCNN and PNA with
+their envelope; SmoothnessWarning says why otherwise).
 For an ensemble, every value is the members' mean and ``<name>_std`` holds their spread, forces and
 stress included (``forces_std``: each member's forces, from one backward pass through all of them, as
 each member sees its own copy of the positions).
@@ -63,8 +63,9 @@ class HydraCalculator(Calculator):
             0 searches on every call; a model with ``graph.max_neighbours`` always does.
 
     Forces need a smooth energy: the first forces call of a model whose energy jumps at the cutoff
-    (CGCNN without its envelope, PNA, SAGE) or follows a max/min (PNA's min/max aggregators) warns
-    with :class:`SmoothnessWarning`; SchNet, EGNN and CGCNN with its envelope are smooth (docs/api.md).
+    (CGCNN and PNA without their envelope, SAGE) or follows a max/min (PNA's min/max aggregators) warns
+    with :class:`SmoothnessWarning`; SchNet, EGNN, and CGCNN and PNA with their envelope are smooth
+    (docs/api.md).
     """
 
     def __init__(self, model: TrainedModel | str | os.PathLike, properties: dict[str, str] | None = None,
@@ -145,7 +146,7 @@ class HydraCalculator(Calculator):
             reasons.append(f"its conv ({m.cfg.model.conv}) does not take each message to zero at the cutoff, so the "
                            "energy jumps whenever a neighbour crosses it and MD does not conserve energy (tested, NVE on "
                            "a 32-atom cell: the total energy drifted by 90% of the potential energy's range with the "
-                           "paper's cgcnn, by under 0.1% with schnet, egnn or cgcnn with its envelope)")
+                           "paper's cgcnn, by under 1% with schnet, egnn, or cgcnn or pna with their envelope)")
         if m.uses_extrema:
             reasons.append("it reduces by a max or min (PNA's min/max aggregators, SAGE's pool, a max readout), so "
                            "where an atom's neighbours are equivalent, as in a perfect crystal, the forces follow one "
@@ -153,8 +154,8 @@ class HydraCalculator(Calculator):
         if reasons:
             warnings.warn(SmoothnessWarning(
                 f"{m.run_dirs[0]}: this model's energy is not smooth in the positions: {'; and '.join(reasons)}. "
-                "For relaxations and MD train schnet, egnn (configs/emt-alloy.yaml) or cgcnn with "
-                "model.conv_options.envelope: true (docs/api.md)."), stacklevel=3)
+                "For relaxations and MD train schnet, egnn (configs/emt-alloy.yaml), or cgcnn or pna with "
+                "model.conv_options.envelope: true (pna: with aggregators [mean, std, sum]; docs/api.md)."), stacklevel=3)
 
     def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(src, dst, images): the edges within the model's cutoff and their image shifts in cell units,

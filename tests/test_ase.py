@@ -122,8 +122,8 @@ def test_default_pna_warns_once_that_its_energy_is_not_smooth(tmp_path):
         warnings.simplefilter("error", SmoothnessWarning)
         atoms.get_potential_energy()  # energy alone: nothing to warn about
     with pytest.warns(SmoothnessWarning, match=r"its conv \(pna\) does not take each message to zero at the cutoff"
-                                               r".*; and it reduces by a max or min.*train schnet, egnn .* or cgcnn with "
-                                               r"model.conv_options.envelope: true"):
+                                               r".*; and it reduces by a max or min.*train schnet, egnn .*, or cgcnn or pna "
+                                               r"with model.conv_options.envelope: true"):
         forces = atoms.get_forces()
     assert np.abs(forces).max() > 1e-4
     atoms.positions[0, 0] += 0.01
@@ -147,12 +147,13 @@ def nve_drift(run, skin: float = 0.5) -> tuple[float, int]:
     return np.abs(np.array(total) - total[0]).max() / np.ptp(potential), calc.neighbour_searches
 
 
-@pytest.mark.parametrize("conv, options, smooth", [("egnn", {}, True), ("cgcnn", {"envelope": True}, True),
-                                                   ("cgcnn", {}, False)])
+@pytest.mark.parametrize("conv, options, smooth", [
+    ("egnn", {}, True), ("cgcnn", {"envelope": True}, True), ("cgcnn", {}, False),
+    ("pna", {"envelope": True, "aggregators": ["mean", "std", "sum"]}, True)])
 def test_md_conserves_energy_only_with_a_smooth_model(tmp_path, conv, options, smooth):
     """NVE MD conserves the total energy to under 1% of the potential energy's swings, across neighbour
     searches (skin 0.1 A) and cutoff crossings, with EGNN (here without edge features, on the squared
-    distance alone) and CGCNN with its envelope. The paper's CGCNN, whose messages do not vanish at the
+    distance alone), CGCNN with its envelope and PNA with its envelope. The paper's CGCNN, whose messages do not vanish at the
     cutoff, drifts by more than a third of the swings, which is what its SmoothnessWarning says."""
     run = periodic_run(tmp_path, conv, **options)
     assert hydradgl.load(run).smooth_at_cutoff is smooth

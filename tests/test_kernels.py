@@ -165,7 +165,10 @@ def test_node_and_graph_primitives_agree(graph_name, op):
 CONV_OPTIONS = {
     "pna": [{}, {"use_edge_features": True, "aggregators": ["mean", "min", "max", "std", "sum"]},
             {"use_edge_features": True, "edge_features_in_extrema": True},
-            {"pre_layers": 2, "post_layers": 2, "use_edge_features": True, "towers": 3, "divide_input": False}],
+            {"pre_layers": 2, "post_layers": 2, "use_edge_features": True, "towers": 3, "divide_input": False},
+            {"envelope": True, "aggregators": ["mean", "std", "sum"]},
+            {"envelope": True, "aggregators": ["mean", "std"], "use_edge_features": False},
+            {"envelope": True, "aggregators": ["sum"], "pre_layers": 2}],
     "sage": [{"aggregator": a} for a in ("mean", "pool", "gcn")],
     "cgcnn": [{}, {"envelope": True}],
     "egnn": [{}, {"vector_features": True, "use_edge_features": True}],

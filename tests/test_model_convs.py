@@ -215,3 +215,5 @@ def test_pna_bad_options_are_named():
         PNAOptions(aggregators=["mean", "mean"])
     with pytest.raises(ValidationError, match="pre_layers"):
         PNAOptions(pre_layers=0)
+    with pytest.raises(ValidationError, match=r"envelope needs aggregators without min and max.*\[mean, std, sum\]"):
+        PNAOptions(envelope=True)  # the default aggregators include min and max

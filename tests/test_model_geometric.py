@@ -141,7 +141,8 @@ def predict(model, structures, cfg, species):
 
 
 @pytest.mark.parametrize("conv, options", [("pna", {}), ("schnet", {}), ("egnn", {}), ("egnn", {"vector_features": True}),
-                                           ("cgcnn", {}), ("cgcnn", {"envelope": True})])
+                                           ("cgcnn", {}), ("cgcnn", {"envelope": True}),
+                                           ("pna", {"envelope": True, "aggregators": ["mean", "std", "sum"]})])
 def test_periodic_model_invariant_under_rotation_translation_permutation(conv, options, small_prepared):
     cfg = small_config(**{"model.conv": conv, "heads": ["H", "C"], "graph.periodic": True, "graph.radius": 5.0,
                           "model.conv_options": options})
@@ -168,7 +169,8 @@ def test_periodic_model_invariant_under_rotation_translation_permutation(conv, o
 
 
 @pytest.mark.parametrize("conv, options", [("pna", {}), ("schnet", {}), ("egnn", {}), ("egnn", {"vector_features": True}),
-                                           ("cgcnn", {}), ("cgcnn", {"envelope": True})])
+                                           ("cgcnn", {}), ("cgcnn", {"envelope": True}),
+                                           ("pna", {"envelope": True, "aggregators": ["mean", "std", "sum"]})])
 def test_gradients_reach_the_edge_vectors(conv, options, small_prepared):
     """Forces by autograd: every geometric input comes from batch.edge_vec (through edge_dist)."""
     from dataclasses import replace

@@ -80,6 +80,7 @@ def test_model_says_whether_it_reduces_by_max_or_min(small_prepared, overrides, 
     ({}, False),  # pna: messages carry the neighbours' features, aggregates their count
     ({"model.conv": "cgcnn"}, False),
     ({"model.conv": "cgcnn", "model.conv_options": {"envelope": True}}, True),
+    ({"model.conv_options": {"envelope": True, "aggregators": ["mean", "std", "sum"]}}, True),
     ({"model.conv": "sage"}, False),
     ({"model.conv": "schnet"}, True),
     ({"model.conv": "egnn"}, True),

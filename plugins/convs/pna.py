@@ -9,8 +9,10 @@ u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With 
 (C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the sums form u per edge (one
 addmm); min and max take B alone (the node path: on CPU a per-edge max costs about as much as the
 rest of the layer). With ``edge_features_in_extrema`` the max of [u, -u] runs fused over [B, -B] on the
-nodes and the basis projected by [W_e; -W_e], with a backward pass that forms no per-edge gradient
-(MessageGraph.u_add_e_linear).
+nodes and the basis projected by [W_e; -W_e] (MessageGraph.u_add_e_linear, whose backward pass forms no
+per-edge gradient). With ``envelope`` (ours) every message is weighted by the cosine cutoff of its
+distance and neighbours are counted by the same weights, so that the layer's output is continuous as
+neighbours cross the cutoff (MD needs it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import nn
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import mlp
+from hydradgl.model.layers import EdgeGeometry, mlp
 from hydradgl.plugins import ConvContext, ConvSpec
 
 Aggregator = Literal["mean", "min", "max", "std", "sum"]
@@ -44,6 +46,10 @@ class PNAOptions(BaseModel):
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
     post_layers: int = Field(1, ge=1, description="Layers of the update transform U (ReLU between them).")
+    envelope: bool = Field(False, description="Weight each message by the cosine cutoff of its distance and count "
+                                              "neighbours by the same weights (soft degree), so the energy stays "
+                                              "continuous as neighbours cross the cutoff, as MD needs (docs/api.md). "
+                                              "Needs aggregators without min and max.")
     divide_input: bool = Field(True, description="Each tower sees its own slice of the input features "
                                                  "(False: every tower sees all of them).")
 
@@ -53,6 +59,9 @@ class PNAOptions(BaseModel):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} has repeated entries: {values}")
+        if self.envelope and {"min", "max"} & set(self.aggregators):
+            raise ValueError("envelope needs aggregators without min and max (a neighbour entering at the cutoff "
+                             f"can set a max at once); got {self.aggregators}, e.g. use [mean, std, sum]")
         return self
 
 
@@ -98,12 +107,14 @@ class PNATower(nn.Module):
         """Max of [B_j, -B_j] over neighbours (min = minus the second half): fused copy_u on the nodes."""
         return graph.copy_u(torch.cat([b, -b], dim=1), "max")
 
-    def _reduce_nodes(self, graph, b: torch.Tensor) -> dict:
-        """Without edge features u_ij = B_j lives on the source nodes: fused copy_u, nothing per edge."""
-        return {"sum": graph.copy_u(torch.cat([b, b * b], dim=1), "sum") if self.need_sum else None,
-                "max": self._node_max(graph, b) if self.need_max else None}
+    def _reduce_nodes(self, graph, b: torch.Tensor, weights: torch.Tensor | None) -> dict:
+        """Without edge features u_ij = B_j lives on the source nodes: fused copy_u, nothing per edge
+        (with ``weights``, each edge's (E, 1) envelope, a fused u_mul_e)."""
+        moments = torch.cat([b, b * b], dim=1)
+        sums = graph.copy_u(moments, "sum") if weights is None else graph.u_mul_e(moments, weights, "sum")
+        return {"sum": sums if self.need_sum else None, "max": self._node_max(graph, b) if self.need_max else None}
 
-    def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor) -> dict:
+    def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor, weights: torch.Tensor | None) -> dict:
         """u_ij = B_j + W_e e_ij for the sums, formed per edge (one addmm). The max of [u, -u] either
         sees B only (copy_u, nothing per edge) or, with ``edge_features_in_extrema``, runs fused on
         [B, -B] and the basis with weights [W_e; -W_e] (u_add_e_linear: no per-edge gradient)."""
@@ -115,36 +126,45 @@ class PNATower(nn.Module):
             max_in = self._node_max(graph, b)
         if not self.need_sum:
             return {"sum": None, "max": max_in}
+        if weights is not None:  # the weighted sums, formed per edge
+            u = graph.gather_src(b) + edge_attr @ w.T
+            return {"sum": graph.reduce(torch.cat([u, u * u], dim=1) * weights, "sum"), "max": max_in}
         return {"sum": graph.u_add_e_moments(b, edge_attr, w), "max": max_in}
 
-    def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None) -> dict:
+    def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None,
+                    weights: torch.Tensor | None) -> dict:
         """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
         u = graph.u_add_v(b, a)
         u = self.pre_rest(torch.relu(u if edge_attr is None else u + self.pre_edge(edge_attr)))
-        return {"sum": graph.reduce(torch.cat([u, u * u], dim=1), "sum") if self.need_sum else None,
+        moments = torch.cat([u, u * u], dim=1) if weights is None else torch.cat([u, u * u], dim=1) * weights
+        return {"sum": graph.reduce(moments, "sum") if self.need_sum else None,
                 "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None, degree: torch.Tensor,
-                delta: torch.Tensor) -> torch.Tensor:
+                delta: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``degree`` (N,): in-degrees, or with ``weights`` (E, 1) (the envelope) the weighted ones."""
         a, b = self.pre_dst(h), self.pre_src(h)
         edge_attr = edge_attr if self.pre_edge is not None else None
         if self.pre_rest is not None:  # the receiver term is inside the per-edge message already
-            reduced = self._reduce_mlp(graph, b, a, edge_attr)
+            reduced = self._reduce_mlp(graph, b, a, edge_attr, weights)
             a = torch.zeros_like(a)
         elif edge_attr is not None:
-            reduced = self._reduce_edges(graph, b, edge_attr)
+            reduced = self._reduce_edges(graph, b, edge_attr, weights)
         else:
-            reduced = self._reduce_nodes(graph, b)
+            reduced = self._reduce_nodes(graph, b, weights)
         f = a.shape[1]
         deg = degree.clamp(min=1).unsqueeze(1)  # isolated atoms: zero aggregates (std: sqrt(eps)), finite scalers
         has_edges = (degree > 0).unsqueeze(1).to(h.dtype)
+        # how much of the receiver term the mean keeps: all of it once an atom has neighbours; with weights
+        # it fades with the weighted degree below 1, so that the mean goes to 0 smoothly as they leave
+        presence = has_edges if weights is None else degree.unsqueeze(1).clamp(max=1)
         aggregates = []
         for name in self.aggregators:
             if name in ("mean", "std", "sum"):
                 s, s2 = reduced["sum"][:, :f], reduced["sum"][:, f:]
                 mean_u = s / deg
                 if name == "mean":
-                    aggregates.append((a + mean_u) * has_edges)
+                    aggregates.append(a * presence + mean_u)
                 elif name == "sum":
                     aggregates.append(s + a * degree.unsqueeze(1))
                 else:
@@ -188,17 +208,21 @@ class PNAConv(nn.Module):
     amplification :math:`\log(d+1)/\delta`, attenuation :math:`\delta/\log(d+1)`, :math:`\delta` the
     training set's mean of :math:`\log(d+1)`) and :math:`U` linear (or an MLP with ``post_layers`` > 1).
     An atom without neighbours aggregates 0. With edge features, a linear :math:`M` and
-    ``edge_features_in_extrema`` off, min and max aggregate :math:`M [h_j, h_i, 0]`.
+    ``edge_features_in_extrema`` off, min and max aggregate :math:`M [h_j, h_i, 0]`. With ``envelope``,
+    sums, means and standard deviations are weighted by :math:`f_c(r_{ij})` (the cosine cutoff), the
+    degree is :math:`d_i = \sum_j f_c(r_{ij})`, and the mean keeps :math:`\min(d_i, 1)` of the
+    receiver term, so every aggregate goes to 0 smoothly as neighbours leave (min and max are refused).
 
     Args:
         in_dim: input node feature width.
         out_dim: output width.
         options: aggregators, scalers, towers, use_edge_features, edge_features_in_extrema, mixing,
-            pre/post layers, divide_input.
+            pre/post layers, divide_input, envelope.
         context: edge feature width and the training in-degree histogram.
 
     Shapes:
-        node features (N, in_dim), edge features (E, edge_dim) or None -> (N, out_dim).
+        node features (N, in_dim), edge features (E, edge_dim) or None [, geometry with the (E,) envelope]
+        -> (N, out_dim).
     """
 
     def __init__(self, in_dim: int, out_dim: int, options: PNAOptions, context: ConvContext):
@@ -211,6 +235,8 @@ class PNAConv(nn.Module):
                               "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
         edge_dim = context.edge_dim if options.use_edge_features is not False else 0
         self.uses_edge_features = edge_dim > 0
+        # the envelope comes with the trunk's raw geometry; with it every message fades out at the cutoff
+        self.uses_geometry = self.smooth_at_cutoff = options.envelope
         self.divide_input = options.divide_input
         tower_in = in_dim // towers if options.divide_input else in_dim
         hist = context.degree_histogram if context.degree_histogram is not None else [0, 1]
@@ -222,11 +248,17 @@ class PNAConv(nn.Module):
         # Saved with the model: the scalers must see the training set's delta after a restore.
         self.register_buffer("delta", torch.tensor(delta_from_histogram(hist)))
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        degree = graph.in_degrees().to(h.dtype)
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
+                geometry: EdgeGeometry | None = None) -> torch.Tensor:
+        weights = None
+        if self.smooth_at_cutoff:
+            weights = geometry.envelope.to(h.dtype).unsqueeze(1)
+            degree = graph.reduce(weights, "sum").squeeze(1)
+        else:
+            degree = graph.in_degrees().to(h.dtype)
         edges = edge_attr if self.uses_edge_features else None
         slices = h.chunk(len(self.towers), dim=1) if self.divide_input else [h] * len(self.towers)
-        out = torch.cat([t(graph, x, edges, degree, self.delta) for t, x in zip(self.towers, slices)], dim=1)
+        out = torch.cat([t(graph, x, edges, degree, self.delta, weights) for t, x in zip(self.towers, slices)], dim=1)
         return self.mixing(out) if self.mixing is not None else out
 
 
