@@ -87,7 +87,8 @@ class HydraCalculator(Calculator):
             for member in self.model.members:  # DGL's kernels do not trace; the torch path computes the same
                 member.model.kernels = "torch"
             # dynamic: one compiled graph serves every atom and edge count (MD changes the edges each step)
-            self._outputs = torch.compile(self._cell_outputs, dynamic=True, options=_compile_options(self.model.device))
+            self._outputs = torch.compile(self._cell_outputs, dynamic=True,
+                                          options=_compile_options(self.model.device))
         self.mapping = dict(properties) if properties is not None else {h: h for h in self.model.heads}
         self._check_mapping()
         self.implemented_properties = list(self.mapping)
@@ -143,10 +144,11 @@ class HydraCalculator(Calculator):
         m = self.model
         reasons = []
         if not m.smooth_at_cutoff:
-            reasons.append(f"its conv ({m.cfg.model.conv}) does not take each message to zero at the cutoff, so the "
-                           "energy jumps whenever a neighbour crosses it and MD does not conserve energy (tested, NVE on "
-                           "a 32-atom cell: the total energy drifted by 90% of the potential energy's range with the "
-                           "paper's cgcnn, by under 1% with schnet, egnn, or cgcnn or pna with their envelope)")
+            reasons.append(f"its conv ({m.cfg.model.conv}) does not take each message to zero at the cutoff, so "
+                           "the energy jumps whenever a neighbour crosses it and MD does not conserve energy (tested, "
+                           "NVE on a 32-atom cell: the total energy drifted by 90% of the potential energy's range "
+                           "with the paper's cgcnn, by under 1% with schnet, egnn, or cgcnn or pna with their "
+                           "envelope)")
         if m.uses_extrema:
             reasons.append("it reduces by a max or min (PNA's min/max aggregators, SAGE's pool, a max readout), so "
                            "where an atom's neighbours are equivalent, as in a perfect crystal, the forces follow one "
@@ -155,7 +157,8 @@ class HydraCalculator(Calculator):
             warnings.warn(SmoothnessWarning(
                 f"{m.run_dirs[0]}: this model's energy is not smooth in the positions: {'; and '.join(reasons)}. "
                 "For relaxations and MD train schnet, egnn (configs/emt-alloy.yaml), or cgcnn or pna with "
-                "model.conv_options.envelope: true (pna: with aggregators [mean, std, sum]; docs/api.md)."), stacklevel=3)
+                "model.conv_options.envelope: true (pna: with aggregators [mean, std, sum]; docs/api.md)."),
+                stacklevel=3)
 
     def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(src, dst, images): the edges within the model's cutoff and their image shifts in cell units,

@@ -136,7 +136,8 @@ class PNATower(nn.Module):
         """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
         u = graph.u_add_v(b, a)
         u = self.pre_rest(torch.relu(u if edge_attr is None else u + self.pre_edge(edge_attr)))
-        moments = torch.cat([u, u * u], dim=1) if weights is None else torch.cat([u, u * u], dim=1) * weights
+        moments = torch.cat([u, u * u], dim=1)
+        moments = moments if weights is None else moments * weights
         return {"sum": graph.reduce(moments, "sum") if self.need_sum else None,
                 "max": graph.reduce(torch.cat([u, -u], dim=1), "max") if self.need_max else None}
 
@@ -258,7 +259,8 @@ class PNAConv(nn.Module):
             degree = graph.in_degrees().to(h.dtype)
         edges = edge_attr if self.uses_edge_features else None
         slices = h.chunk(len(self.towers), dim=1) if self.divide_input else [h] * len(self.towers)
-        out = torch.cat([t(graph, x, edges, degree, self.delta, weights) for t, x in zip(self.towers, slices)], dim=1)
+        out = torch.cat([tower(graph, x, edges, degree, self.delta, weights)
+                         for tower, x in zip(self.towers, slices)], dim=1)
         return self.mixing(out) if self.mixing is not None else out
 
 
