@@ -209,9 +209,7 @@ class HydraCalculator(Calculator):
         return results
 
     def _call_model(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self.compiled:
-            return self._outputs(*tensors)
-        try:
+        try:  # the eager model raises neither kind: only a failed compilation is translated
             return self._outputs(*tensors)
         except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -269,8 +267,8 @@ class _NeighbourList:
                                                     and np.array_equal(atoms.pbc, self.pbc)
                                                     and np.array_equal(atoms.cell.array, self.cell)):
             return False
-        moved = np.einsum("ij,ij->i", atoms.positions - self.positions, atoms.positions - self.positions)
-        return bool(moved.max(initial=0.0) <= (0.5 * skin) ** 2)
+        moved = atoms.positions - self.positions
+        return bool(np.einsum("ij,ij->i", moved, moved).max(initial=0.0) <= (0.5 * skin) ** 2)
 
     def within(self, positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
         """(src, dst, images) of the edges now shorter than ``cutoff`` (in the search's order)."""

@@ -78,3 +78,25 @@ def test_u_add_e_moments_without_edges_is_zero():
         out = graph.using(backend).u_add_e_moments(x, torch.zeros(0, 4), weight)
         assert out.shape == (3, 4) and out.abs().max() == 0
         out.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ["dgl", "torch"])
+def test_weighted_moments_match_per_node_loop(backend):
+    """u_add_e_moments with edge weights (PNA's envelope): sum_j w_ij u_ij and sum_j w_ij u_ij^2, values
+    and gradients (the weights' too: forces reach the envelope) against a loop over nodes."""
+    graph = graph_with_isolated_node().using(backend)
+    g = torch.Generator().manual_seed(3)
+    x, basis, weight, w = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+                           for shape in ((graph.num_nodes, 5), (graph.num_edges, 3), (5, 3), (graph.num_edges, 1)))
+    upstream = torch.randn(graph.num_nodes, 10, generator=g, dtype=torch.float64)
+    out = graph.u_add_e_moments(x, basis, weight, w)
+    rows = []
+    for i in range(graph.num_nodes):
+        eids = (graph.dst == i).nonzero(as_tuple=True)[0]
+        u = x[graph.src[eids]] + basis[eids] @ weight.T
+        rows.append(torch.cat([(w[eids] * u).sum(0), (w[eids] * u * u).sum(0)]))
+    expected = torch.stack(rows)
+    torch.testing.assert_close(out, expected)
+    for got, want in zip(torch.autograd.grad((out * upstream).sum(), (x, basis, weight, w)),
+                         torch.autograd.grad((expected * upstream).sum(), (x, basis, weight, w))):
+        torch.testing.assert_close(got, want)

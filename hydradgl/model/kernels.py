@@ -178,18 +178,22 @@ class MessageGraph:
             return self._dgl_spmm("mul", op, x, e)
         return self._torch_reduce(op, x, e, torch.mul)
 
-    def u_add_e_moments(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def u_add_e_moments(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
+                        edge_weight: torch.Tensor | None = None) -> torch.Tensor:
         """(N, 2F): sums over incoming edges of ``u`` and of ``u * u``, side by side, where
-        ``u = x[src] + basis @ weight.T`` with ``basis`` (E, K) a per-edge expansion and ``weight`` (F, K).
+        ``u = x[src] + basis @ weight.T`` with ``basis`` (E, K) a per-edge expansion and ``weight`` (F, K);
+        with ``edge_weight`` (E, 1), each edge's terms weighted by it (e.g. a cutoff envelope).
 
-        On the dgl path one autograd node: ``u`` is formed once and kept, and the backward pass makes a
-        single per-edge gradient, ``g1 + 2 u g2`` (g1, g2 the output gradients at each destination),
-        instead of autograd's chain through the gather, the projection, the square and two sums.
+        On the dgl path without ``edge_weight`` one autograd node: ``u`` is formed once and kept, and the
+        backward pass makes a single per-edge gradient, ``g1 + 2 u g2`` (g1, g2 the output gradients at
+        each destination), instead of autograd's chain through the gather, the projection, the square and
+        two sums.
         """
-        if self._dgl_edges:
+        if self._dgl_edges and edge_weight is None:
             return _UAddEMoments.apply(self, x, basis, weight)
         u = self.gather_src(x).addmm_(basis, weight.T)
-        return self._torch_reduce("sum", None, torch.cat([u, u * u], dim=1))
+        moments = torch.cat([u, u * u], dim=1)
+        return self.reduce(moments if edge_weight is None else moments * edge_weight, "sum")
 
     def u_add_e_linear(self, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor,
                        op: Literal["max", "min"] = "max") -> torch.Tensor:

@@ -115,7 +115,8 @@ class PNATower(nn.Module):
         return {"sum": sums if self.need_sum else None, "max": self._node_max(graph, b) if self.need_max else None}
 
     def _reduce_edges(self, graph, b: torch.Tensor, edge_attr: torch.Tensor, weights: torch.Tensor | None) -> dict:
-        """u_ij = B_j + W_e e_ij for the sums, formed per edge (one addmm). The max of [u, -u] either
+        """u_ij = B_j + W_e e_ij for the sums, formed per edge (one addmm; ``weights``: the edges' (E, 1)
+        envelope, weighting the sums). The max of [u, -u] either
         sees B only (copy_u, nothing per edge) or, with ``edge_features_in_extrema``, runs fused on
         [B, -B] and the basis with weights [W_e; -W_e] (u_add_e_linear: no per-edge gradient)."""
         w = self.pre_edge.weight
@@ -126,10 +127,7 @@ class PNATower(nn.Module):
             max_in = self._node_max(graph, b)
         if not self.need_sum:
             return {"sum": None, "max": max_in}
-        if weights is not None:  # the weighted sums, formed per edge
-            u = graph.gather_src(b) + edge_attr @ w.T
-            return {"sum": graph.reduce(torch.cat([u, u * u], dim=1) * weights, "sum"), "max": max_in}
-        return {"sum": graph.u_add_e_moments(b, edge_attr, w), "max": max_in}
+        return {"sum": graph.u_add_e_moments(b, edge_attr, w, weights), "max": max_in}
 
     def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None,
                     weights: torch.Tensor | None) -> dict:
