@@ -1,4 +1,4 @@
-"""The two message-passing kernel paths (hydradgl.model.kernels) on the paper model.
+"""The two message-passing kernel paths (hydradgl.ops) on the paper model.
 
 Default mode: forward+backward of the paper model (6 PNA layers of width 20, heads H, C, M with FC 50/25)
 on one batch of 64 FePt graphs, with the same weights on the dgl and the torch path, on the CPU and, when

@@ -27,7 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from hydradgl.api import TrainedModel, load, structure_from_atoms
 from hydradgl.data.batch import Batch
 from hydradgl.errors import ConfigError, HydraError
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 
 #: Head units the calculator converts to eV for ``energy`` ("" counts as eV).
 ENERGY_UNITS = {"": 1.0, "eV": 1.0, "meV": 1e-3, "Ry": units.Ry, "Ha": units.Hartree, "Hartree": units.Hartree,

@@ -103,7 +103,7 @@ class ConvSpec(PluginSpec):
     A module that sets ``uses_geometry = True`` is called as ``forward(graph, h, edge_attr, geometry=g)``
     with ``g`` a :class:`hydradgl.model.layers.EdgeGeometry` (distances, edge vectors, cutoff envelope).
 
-    ``kernels``: the message-passing paths the module runs on (hydradgl.model.kernels). The default is
+    ``kernels``: the message-passing paths the module runs on (hydradgl.ops). The default is
     dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
     which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
     declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.

@@ -1,13 +1,14 @@
 """The primitives on u = x[src] + basis @ W.T (a node term plus a projected per-edge basis), on both kernel
-paths, against the plain per-edge computation (float64 values and gradients): MessageGraph.u_add_e_linear
-(max/min with a sparse backward) and MessageGraph.u_add_e_moments (sums of u and u * u)."""
+paths, against the plain per-edge computation (float64 values and gradients): hydradgl.ops.pna_fused.u_add_e_linear
+(max/min with a sparse backward) and u_add_e_moments (sums of u and u * u)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
+from hydradgl.ops.pna_fused import u_add_e_linear, u_add_e_moments
 from tests.test_model_convs import random_graph
 
 
@@ -50,13 +51,13 @@ def test_u_add_e_linear_matches_per_edge_reference(backend, op):
         if len(u) == 0:
             return torch.zeros(5, dtype=torch.float64)
         return u.max(0).values if op == "max" else u.min(0).values
-    check_against_per_edge_reference(graph, lambda *a: graph.u_add_e_linear(*a, op), extremum, 5, seed=0)
+    check_against_per_edge_reference(graph, lambda *a: u_add_e_linear(graph, *a, op), extremum, 5, seed=0)
 
 
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
 def test_u_add_e_moments_matches_per_edge_reference(backend):
     graph = graph_with_isolated_node().using(backend)
-    check_against_per_edge_reference(graph, graph.u_add_e_moments,
+    check_against_per_edge_reference(graph, lambda *a: u_add_e_moments(graph, *a),
                                      lambda u: torch.cat([u.sum(0), (u * u).sum(0)]), 10, seed=1)
 
 
@@ -65,7 +66,7 @@ def test_u_add_e_linear_without_edges_is_zero():
     x = torch.randn(3, 2, requires_grad=True)
     weight = torch.randn(2, 4, requires_grad=True)
     for backend in ("dgl", "torch"):
-        out = graph.using(backend).u_add_e_linear(x, torch.zeros(0, 4), weight, "max")
+        out = u_add_e_linear(graph.using(backend), x, torch.zeros(0, 4), weight, "max")
         assert out.shape == (3, 2) and out.abs().max() == 0
         out.sum().backward()
 
@@ -75,7 +76,7 @@ def test_u_add_e_moments_without_edges_is_zero():
     x = torch.randn(3, 2, requires_grad=True)
     weight = torch.randn(2, 4, requires_grad=True)
     for backend in ("dgl", "torch"):
-        out = graph.using(backend).u_add_e_moments(x, torch.zeros(0, 4), weight)
+        out = u_add_e_moments(graph.using(backend), x, torch.zeros(0, 4), weight)
         assert out.shape == (3, 4) and out.abs().max() == 0
         out.sum().backward()
 
@@ -89,7 +90,7 @@ def test_weighted_moments_match_per_node_loop(backend):
     x, basis, weight, w = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
                            for shape in ((graph.num_nodes, 5), (graph.num_edges, 3), (5, 3), (graph.num_edges, 1)))
     upstream = torch.randn(graph.num_nodes, 10, generator=g, dtype=torch.float64)
-    out = graph.u_add_e_moments(x, basis, weight, w)
+    out = u_add_e_moments(graph, x, basis, weight, w)
     rows = []
     for i in range(graph.num_nodes):
         eids = (graph.dst == i).nonzero(as_tuple=True)[0]

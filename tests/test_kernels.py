@@ -1,4 +1,4 @@
-"""The two kernel paths (hydradgl.model.kernels): every primitive against a per-node loop, and the dgl and
+"""The two kernel paths (hydradgl.ops): every primitive against a per-node loop, and the dgl and
 torch paths against each other for every primitive, every registered conv and head, and the paper model
 (float64, outputs and gradients of parameters and inputs to 1e-10), on batches with isolated atoms,
 one-atom graphs, graphs without atoms, batches without atoms or without edges, and tied neighbour
@@ -16,7 +16,7 @@ from hydradgl.configio import parse_options
 from hydradgl.data.loader import collate
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.model.assembler import build_model
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 from hydradgl.model.layers import EdgeGeometry
 from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.plugins import ConvContext, ConvSpec, HeadContext, Registry

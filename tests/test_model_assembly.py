@@ -10,7 +10,7 @@ import torch
 
 from hydradgl.data.batch import Batch
 from hydradgl.data.loader import collate
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
 from hydradgl.model.loss import MultiTaskLoss

@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from hydradgl.dglcompat import dgl
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs import pna as pna_module
 from hydradgl_plugins.convs.cgcnn import CGCNNOptions, make_cgcnn

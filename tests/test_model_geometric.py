@@ -15,7 +15,7 @@ from hydradgl.data.packing import assign_species, pack
 from hydradgl.data.records import Structure
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 from hydradgl.model.layers import EdgeGeometry, GaussianExpansion, cosine_cutoff
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs.egnn import EGNNOptions, make_egnn

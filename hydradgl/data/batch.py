@@ -6,14 +6,14 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 
 
 @dataclass
 class Batch:
     """A mini-batch of graphs.
 
-    ``graph`` is a :class:`~hydradgl.model.kernels.MessageGraph` holding both directions of every
+    ``graph`` is a :class:`~hydradgl.ops.MessageGraph` holding both directions of every
     neighbour pair, without self loops; convs and heads run their message passing through it. Per-node and per-edge arrays are kept beside it (not in
     ``graph.ndata``) so that models read them explicitly:
 

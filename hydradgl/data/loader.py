@@ -9,7 +9,7 @@ import torch
 
 from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphSet, GraphView, gather_ranges, view_of
-from hydradgl.model.kernels import MessageGraph
+from hydradgl.ops import MessageGraph
 
 
 def collate(graphs: GraphSet | GraphView, idx: np.ndarray) -> Batch:

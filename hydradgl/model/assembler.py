@@ -101,7 +101,7 @@ class HydraModel(nn.Module):
         crystal, their derivatives (forces) follow one of them and lose the structure's symmetry."""
         return any(getattr(module, "uses_extrema", False) for module in self.modules() if module is not self)
 
-    #: The kernel path convs and heads run on (hydradgl.model.kernels); the run sets it from
+    #: The kernel path convs and heads run on (hydradgl.ops); the run sets it from
     #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
     kernels: str = "dgl"
 

@@ -23,7 +23,7 @@ CUDA_DGL_HELP = (
     "DGL's own wheel host with a matching torch <= 2.4 (docs/install.md, 'GPU'), or train on the torch kernels "
     "(training.kernels: torch or auto), or run with --device cpu."
 )
-#: The kernel paths of hydradgl.model.kernels (repeated here so this module does not import DGL's ops).
+#: The kernel paths of hydradgl.ops (repeated here so this module does not import DGL's ops).
 KERNEL_PATHS = ("dgl", "torch")
 
 

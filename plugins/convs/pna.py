@@ -9,7 +9,7 @@ u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With 
 (C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the sums form u per edge (one
 addmm); min and max take B alone (the node path: on CPU a per-edge max costs about as much as the
 rest of the layer). With ``edge_features_in_extrema`` the max of [u, -u] runs fused over [B, -B] on the
-nodes and the basis projected by [W_e; -W_e] (MessageGraph.u_add_e_linear, whose backward pass forms no
+nodes and the basis projected by [W_e; -W_e] (pna_fused.u_add_e_linear, whose backward pass forms no
 per-edge gradient). With ``envelope`` (ours) every message is weighted by the cosine cutoff of its
 distance and neighbours are counted by the same weights, so that the layer's output is continuous as
 neighbours cross the cutoff (MD needs it).
@@ -26,6 +26,7 @@ from torch import nn
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
 from hydradgl.model.layers import EdgeGeometry, mlp
+from hydradgl.ops.pna_fused import u_add_e_linear, u_add_e_moments
 from hydradgl.plugins import ConvContext, ConvSpec
 
 Aggregator = Literal["mean", "min", "max", "std", "sum"]
@@ -122,12 +123,12 @@ class PNATower(nn.Module):
         w = self.pre_edge.weight
         max_in = None
         if self.need_max and self.edge_features_in_extrema:
-            max_in = graph.u_add_e_linear(torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max")
+            max_in = u_add_e_linear(graph, torch.cat([b, -b], dim=1), edge_attr, torch.cat([w, -w], dim=0), "max")
         elif self.need_max:
             max_in = self._node_max(graph, b)
         if not self.need_sum:
             return {"sum": None, "max": max_in}
-        return {"sum": graph.u_add_e_moments(b, edge_attr, w, weights), "max": max_in}
+        return {"sum": u_add_e_moments(graph, b, edge_attr, w, weights), "max": max_in}
 
     def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None,
                     weights: torch.Tensor | None) -> dict:
