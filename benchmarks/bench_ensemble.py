@@ -36,7 +36,9 @@ def main() -> None:
 
     import hydradgl
     from hydradgl.configio import load_config
-    from hydradgl.train.ensemble import evaluate_ensemble, train_ensemble, uncertainty_table
+    from hydradgl.api import evaluate_ensemble
+    from hydradgl.cli.reporting import ConsoleReporter, uncertainty_table
+    from hydradgl.train.ensemble import train_ensemble
 
     console = Console(width=160)
     if not args.evaluate_only:
@@ -44,7 +46,7 @@ def main() -> None:
                                  "dataset.options": {"max_per_composition": args.max_per_composition},
                                  "output_dir": str(args.output)})
         start = time.perf_counter()
-        train_ensemble(cfg, args.members, args.bootstrap, console=Console(stderr=True), plots_enabled=False)
+        train_ensemble(cfg, args.members, args.bootstrap, reporter=ConsoleReporter(), plots_enabled=False)
         console.print(f"trained {args.members} members x <= {args.epochs} epochs "
                       f"(bootstrap: {args.bootstrap}) in {time.perf_counter() - start:.0f} s")
     metrics = evaluate_ensemble(hydradgl.load(args.output), plots_dir=args.output / "plots")

@@ -1,6 +1,6 @@
 """Trained models from Python: ``hydradgl.load(run_dir)`` and ``model.predict(structures)``.
 
-A loaded model is one run or an ensemble of runs (see :mod:`hydradgl.train.ensemble`); predictions
+A loaded model is one run or an ensemble of runs (see :mod:`hydradgl.train.rundir`); predictions
 come back in physical units as pandas DataFrames, with a ``<head>_std`` column per head for ensembles.
 Structures go through the same graph construction as the training data (the run's graph settings and
 element list), in batches bounded by a graph count and an edge count.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Collection, Iterable, Iterator, Sequence, Union
+from typing import Callable, Collection, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -19,17 +19,21 @@ import torch
 from ase import Atoms
 
 from hydradgl.allocator import keep_freed_memory
+from hydradgl.config import RunConfig
 from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphSet
 from hydradgl.data.loader import collate
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.packing import assign_species, pack
+from hydradgl.data.pipeline import prepare_data
 from hydradgl.data.prediction import graphs_for_prediction
 from hydradgl.data.records import DatasetInfo, Structure
 from hydradgl.errors import DataError, TrainingError
 from hydradgl.plugins import Registry, get_registry
-from hydradgl.train.ensemble import member_dirs
+from hydradgl.train.plots import uncertainty_plots
+from hydradgl.train.rundir import member_dirs
 from hydradgl.train.saved import SavedRun, load_run
+from hydradgl.train.uncertainty import uncertainty_metrics
 
 StructureLike = Union[Atoms, Structure, str, os.PathLike]
 #: Default cap on the edges of one batch (about 1.5 GB of activations for a width-20, 6-layer PNA).
@@ -282,3 +286,29 @@ def load(path: str | os.PathLike | Sequence[str | os.PathLike], device: str = "c
     dirs = [d for p in paths for d in member_dirs(Path(p))]
     registry = registry or get_registry()
     return TrainedModel([load_run(d, registry, device) for d in dirs], dirs, registry)
+
+
+def _data_statistics(info) -> tuple:
+    """What of a DatasetInfo decides the data a model saw (descriptions and units may be reworded)."""
+    return info.species, info.target_min, info.target_max, info.degree_histogram
+
+
+def evaluate_ensemble(model: TrainedModel, cfg: RunConfig | None = None, registry: Registry | None = None,
+                      plots_dir: Path | None = None,
+                      log: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+    """Uncertainty metrics per head on the test split (calibration fitted on validation); optional plots."""
+    if len(model.members) < 2:
+        raise TrainingError(f"{model.run_dirs[0]}: one run is not an ensemble; uncertainty needs at least 2 members")
+    first = model.members[0]
+    data = prepare_data(cfg or first.cfg, registry, log)
+    if any(_data_statistics(m.info) != _data_statistics(data.info) for m in model.members):
+        raise TrainingError(f"{', '.join(map(str, model.run_dirs))}: the members were trained on other data than "
+                            "the data set evaluated here (normalization statistics differ)")
+    val = model.true_mean_std(data.val, data.info)
+    test = model.true_mean_std(data.test, data.info)
+    metrics = {h: uncertainty_metrics(val[h], test[h]) for h in model.heads}
+    for h in model.heads:
+        metrics[h]["unit"] = model.units[h]
+    if plots_dir is not None:
+        uncertainty_plots({h: (test[h], metrics[h]["calibration"]) for h in model.heads}, model.units, plots_dir)
+    return metrics

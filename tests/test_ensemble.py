@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import hydradgl
 from hydradgl.cli import main
 from hydradgl.errors import TrainingError
-from hydradgl.train.ensemble import bootstrap, train_ensemble, uncertainty_metrics
+from hydradgl.train.ensemble import bootstrap, train_ensemble
+from hydradgl.train.uncertainty import uncertainty_metrics
 from tests.conftest import small_config
 
 
@@ -64,7 +65,7 @@ def test_calibration_of_heavy_tailed_errors_matches_the_analytic_optimum():
     from scipy.optimize import minimize_scalar
     from scipy.special import erfinv
 
-    from hydradgl.train.ensemble import LEVELS
+    from hydradgl.train.uncertainty import LEVELS
 
     rng = np.random.default_rng(1)
     b, n = 0.7, 400_000

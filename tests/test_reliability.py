@@ -188,18 +188,20 @@ def test_resume_checks_every_checkpoint_before_training(tmp_path, small_prepared
 
 
 def test_resume_epochs_must_go_beyond_the_done_ones_and_a_change_is_logged(tmp_path, small_prepared):
-    from rich.console import Console
+    import io
+
+    from hydradgl.train.report import LineReporter
 
     cfg = small_config(tmp_path, **{"training.epochs": 2})
     _train(cfg, small_prepared)
     with pytest.raises(Exception, match=r"2 epochs are done already; to train longer give --epochs above 2"):
         _train(cfg, small_prepared, resume=cfg.output_dir)
-    console = Console(record=True, width=200)
+    printed = io.StringIO()
     longer = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": 3})})
     from hydradgl.train.run import train_run
 
-    train_run(longer, resume=cfg.output_dir, data=small_prepared, console=console, plots_enabled=False)
-    assert "training.epochs: 2 -> 3; " in console.export_text()
+    train_run(longer, resume=cfg.output_dir, data=small_prepared, reporter=LineReporter(printed), plots_enabled=False)
+    assert "training.epochs: 2 -> 3; " in printed.getvalue()
     assert "epochs: 3" in (cfg.output_dir / "config.yaml").read_text()
     assert "--overwrite" in one_clean_line(cli("train", "--resume", str(cfg.output_dir), "--overwrite"))
 

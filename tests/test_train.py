@@ -260,13 +260,13 @@ def test_ctrl_c_leaves_a_resumable_run(tmp_path, small_prepared, monkeypatch):
 def test_torch_kernels_train_like_dgl_and_are_reported(tmp_path, small_prepared):
     import io
 
-    from rich.console import Console
+    from hydradgl.train.report import LineReporter
 
     runs = {}
     for path in ("dgl", "torch"):
         cfg = small_config(tmp_path / path, **{"training.kernels": path, "training.epochs": 1})
         buffer = io.StringIO()
-        runs[path] = train_run(cfg, data=small_prepared, console=Console(file=buffer, width=300), plots_enabled=False)
+        runs[path] = train_run(cfg, data=small_prepared, reporter=LineReporter(buffer), plots_enabled=False)
         assert f"on cpu, {path} kernels" in buffer.getvalue()
         assert f"kernels: {path} on cpu (training.kernels: {path}" in (cfg.output_dir / "run.log").read_text()
     for key in ("train_loss", "val_loss"):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from rich.console import Console
 from torch import nn
 
 import hydradgl
@@ -16,6 +15,7 @@ from hydradgl.configio import load_config
 from hydradgl.errors import ConfigError
 from hydradgl.train.checkpoint import load_checkpoint
 from hydradgl.train.ema import WeightAverage
+from hydradgl.train.report import LineReporter
 from hydradgl.train.run import train_run
 from tests.conftest import small_config
 
@@ -66,7 +66,7 @@ def test_a_run_saved_before_weight_averaging_resumes_without_it(tmp_path, small_
     assert again.training.ema_decay == 0.99
     printed = io.StringIO()
     resumed = train_run(again, resume=run_dir, data=small_prepared, plots_enabled=False,
-                        console=Console(file=printed, width=300))
+                        reporter=LineReporter(printed))
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert "the checkpoint holds no weight average" in printed.getvalue()
     assert "ema" not in load_checkpoint(run_dir / "last.pt")

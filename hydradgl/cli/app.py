@@ -1,4 +1,4 @@
-"""The root click group; it only gathers the commands defined in the sibling modules."""
+"""The root click group; it gathers the commands defined in the sibling modules."""
 
 from __future__ import annotations
 
@@ -6,6 +6,12 @@ import click
 
 from hydradgl import __version__
 from hydradgl.cli.common import CleanErrorsGroup, console
+from hydradgl.cli.config_cmd import config
+from hydradgl.cli.data_cmd import data
+from hydradgl.cli.model_cmd import model
+from hydradgl.cli.plugins_cmd import list_plugins
+from hydradgl.cli.train_cmd import evaluate, experiment, predict, train
+from hydradgl.cli.tune_cmd import tune
 
 
 @click.group(cls=CleanErrorsGroup)
@@ -21,5 +27,5 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     console.quiet = quiet  # logs off; results (stdout) and errors stay
 
 
-# Command modules attach their commands to `main` when imported.
-from hydradgl.cli import config_cmd, data_cmd, model_cmd, plugins_cmd, train_cmd, tune_cmd  # noqa: E402,F401
+for command in (config, data, model, list_plugins, train, evaluate, predict, experiment, tune):
+    main.add_command(command)

@@ -6,14 +6,13 @@ import json
 
 import click
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import config_from_options, run_config_options
 from hydradgl.config import RunConfig
 from hydradgl.configio import dump_config, validate_plugin_options
 from hydradgl.plugins import get_registry
 
 
-@main.group()
+@click.group()
 def config() -> None:
     """Inspect configurations."""
 

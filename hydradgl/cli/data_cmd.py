@@ -9,12 +9,11 @@ from collections import Counter
 import click
 from rich.table import Table
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import config_from_options, console, data_config_options, out
 from hydradgl.data.records import TargetInfo
 
 
-@main.group()
+@click.group()
 def data() -> None:
     """Prepare and inspect datasets."""
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import click
 from rich.table import Table
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import config_from_options, out, run_config_options
 
 
-@main.group()
+@click.group()
 def model() -> None:
     """Inspect models."""
 

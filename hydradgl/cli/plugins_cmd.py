@@ -7,7 +7,6 @@ import json
 import click
 from rich.table import Table
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import out
 from hydradgl.plugins import KINDS, Registry, get_registry
 
@@ -28,7 +27,7 @@ def plugins_as_dict(registry: Registry) -> dict:
     return {"distributions": distributions, "plugins": plugins}
 
 
-@main.command("list-plugins")
+@click.command("list-plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_plugins(as_json: bool) -> None:
     """Every plugin distribution (built-in and external) and what it provides."""

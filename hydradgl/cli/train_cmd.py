@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import click
+from rich.markdown import Markdown
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import config_from_options, console, out, overrides_from_options, run_config_options
+from hydradgl.cli.reporting import ConsoleReporter, metrics_table, uncertainty_table
 from hydradgl.configio import load_config
 from hydradgl.errors import ConfigError
 
 
-@main.command()
+@click.command()
 @run_config_options
 @click.option("--resume", type=click.Path(path_type=Path, file_okay=False),
               help="Continue the run in this directory from its last checkpoint.")
@@ -47,11 +48,11 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
     if ensemble is not None:
         from hydradgl.train.ensemble import train_ensemble
 
-        train_ensemble(cfg, ensemble, bootstrap, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots,
-                       overwrite=overwrite)
+        train_ensemble(cfg, ensemble, bootstrap, reporter=ConsoleReporter(console), quiet=ctx.obj["quiet"],
+                       plots_enabled=not no_plots, overwrite=overwrite)
         return
-    train_run(cfg, resume=resume, console=console, quiet=ctx.obj["quiet"], plots_enabled=not no_plots,
-              overwrite=overwrite)
+    train_run(cfg, resume=resume, reporter=ConsoleReporter(console), quiet=ctx.obj["quiet"],
+              plots_enabled=not no_plots, overwrite=overwrite)
 
 
 CHECKPOINT_OPTION = click.option(
@@ -59,7 +60,7 @@ CHECKPOINT_OPTION = click.option(
     help="Which model of the run: best.pt (lowest validation loss; last.pt if there is none) or last.pt.")
 
 
-@main.command()
+@click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--config", "-c", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Evaluate on the test split of this config's dataset instead of the run's own (read with the "
@@ -75,14 +76,12 @@ def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_struc
     """Test metrics of a saved run (RMSE and MAE, normalized and physical); for an ensemble, its
     uncertainty metrics and calibration (docs/api.md)."""
     from hydradgl.atomic import atomic_write_csv, atomic_write_text
-    from hydradgl.train.ensemble import member_dirs
-    from hydradgl.train.run import metrics_table
+    from hydradgl.train.rundir import member_dirs
     from hydradgl.train.saved import evaluate_saved, load_run
 
     cfg = load_config(config_path) if config_path else None
     if len(member_dirs(run_dir)) > 1:
-        from hydradgl.api import load
-        from hydradgl.train.ensemble import evaluate_ensemble, uncertainty_table
+        from hydradgl.api import evaluate_ensemble, load
 
         plots = None if no_plots else run_dir / "plots"
         metrics = evaluate_ensemble(load(run_dir), cfg, plots_dir=plots)
@@ -107,7 +106,7 @@ def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_struc
         out.print(metrics_table(result.metrics))
 
 
-@main.command()
+@click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), required=True,
@@ -126,7 +125,7 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, 
     console.print(f"{len(result.structures)} structures -> {output}; {len(result.atoms)} atoms -> {atoms_path}")
 
 
-@main.command()
+@click.command()
 @run_config_options
 @click.option("--seeds", type=click.IntRange(min=1), default=12, show_default=True,
               help="Runs per head set (paper: 12).")
@@ -143,5 +142,7 @@ def experiment(ctx: click.Context, run_options: dict, seeds: int, head_sets: str
     cfg = config_from_options(run_options)
     if "output_dir" not in cfg.model_fields_set:  # not given anywhere: not the single runs' runs/latest
         cfg.output_dir = Path("runs/experiment")
-    run_experiment(cfg, parse_head_sets(head_sets), seeds, console=console, quiet=ctx.obj["quiet"],
-                   overwrite=overwrite)
+    root = run_experiment(cfg, parse_head_sets(head_sets), seeds, reporter=ConsoleReporter(console),
+                          quiet=ctx.obj["quiet"], overwrite=overwrite)
+    if not ctx.obj["quiet"]:
+        console.print(Markdown((root / "table.md").read_text()))

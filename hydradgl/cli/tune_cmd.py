@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from hydradgl.cli.app import main
 from hydradgl.cli.common import console, out, overrides_from_options, run_config_options
 from hydradgl.configio import load_config
 from hydradgl.errors import ConfigError
@@ -14,7 +13,7 @@ from hydradgl.errors import ConfigError
 DEFAULT_DIR = Path("runs/tune")
 
 
-@main.command()
+@click.command()
 @run_config_options
 @click.option("--trials", type=click.IntRange(min=1),
               help="Finished trials the study should hold in all (tune.trials).")

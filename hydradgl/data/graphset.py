@@ -7,12 +7,15 @@ either way a subset or a batch only touches the graphs it names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from hydradgl.data.normalize import Normalizer
+
+class ArrayNormalizer(Protocol):
+    """What a view needs of its normalizer (:class:`hydradgl.data.normalize.Normalizer`)."""
+
+    def normalize_array(self, name: str, values: np.ndarray) -> np.ndarray: ...
 
 
 def gather_ranges(ptr: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +112,7 @@ class GraphView:
 
     base: GraphSet
     rows: np.ndarray  # (G,) int64 graph indices into base
-    normalizer: "Normalizer | None" = None
+    normalizer: ArrayNormalizer | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -167,7 +170,7 @@ class GraphView:
         """Graphs ``indices`` of this view, again a view."""
         return replace(self, rows=self.rows[np.asarray(indices, dtype=np.int64)])
 
-    def with_normalizer(self, normalizer: "Normalizer | None") -> "GraphView":
+    def with_normalizer(self, normalizer: ArrayNormalizer | None) -> "GraphView":
         return replace(self, normalizer=normalizer)
 
     def materialize(self) -> GraphSet:

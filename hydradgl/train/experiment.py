@@ -7,14 +7,12 @@ import io
 import statistics
 from pathlib import Path
 
-from rich.console import Console
-from rich.markdown import Markdown
-
-from hydradgl.config import HeadConfig, RunConfig
 from hydradgl.atomic import atomic_write_text
+from hydradgl.config import HeadConfig, RunConfig
 from hydradgl.data.pipeline import prepare_data
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import Registry, get_registry
+from hydradgl.train.report import LineReporter, Reporter
 from hydradgl.train.run import train_run
 
 
@@ -41,16 +39,20 @@ def _fmt(values: list[float]) -> str:
 
 
 def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, registry: Registry | None = None,
-                   console: Console | None = None, quiet: bool = False, overwrite: bool = False) -> Path:
-    """Train ``seeds`` models per head set on one prepared data set; write table.md and table.csv."""
+                   reporter: Reporter | None = None, quiet: bool = False, overwrite: bool = False) -> Path:
+    """Train ``seeds`` models per head set on one prepared data set; write table.md and table.csv.
+
+    ``reporter`` gets one line per run and the runs' warnings (default: plain lines on stderr); ``quiet``
+    passes it only the warnings."""
     if seeds < 1:
         raise ConfigError(f"--seeds: at least 1 run per head set is needed, got {seeds}")
     registry = registry or get_registry()
-    console = console or Console(stderr=True)
+    reporter = reporter or LineReporter()
+    say = (lambda msg: None) if quiet else reporter.message
     root = Path(cfg.output_dir)
     configured = {h.name: h for h in cfg.heads}
     properties = list(dict.fromkeys(n for s in head_sets for n in s))
-    data = prepare_data(cfg, registry, log=None if quiet else console.print)
+    data = prepare_data(cfg, registry, log=None if quiet else reporter.message)
     unknown = [n for n in properties if n not in configured and n not in data.info.targets]
     if unknown:
         raise ConfigError(f"--head-sets names {', '.join(unknown)}, which is neither a configured head nor a "
@@ -66,14 +68,13 @@ def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, regis
             run_cfg.heads = [configured.get(n) or HeadConfig(name=n) for n in names]
             run_cfg.training.seed = seed
             run_cfg.output_dir = root / joiner.join(names) / f"seed-{seed}"
-            result = train_run(run_cfg, registry, console=console, quiet=True, data=data, plots_enabled=False,
+            result = train_run(run_cfg, registry, reporter=reporter, quiet=True, data=data, plots_enabled=False,
                                overwrite=overwrite)
             for n in names:
                 rmse[n].append(result.test[n]["rmse"])
             seconds.append(result.seconds)
-            if not quiet:
-                console.print(f"{label:<12} seed {seed}: " + "  ".join(f"{n} {rmse[n][-1]:.3e}" for n in names)
-                              + f"  ({result.seconds:.1f} s)", highlight=False)
+            say(f"{label:<12} seed {seed}: " + "  ".join(f"{n} {rmse[n][-1]:.3e}" for n in names)
+                + f"  ({result.seconds:.1f} s)")
         rows.append({"method": label, **{p: _fmt(rmse.get(p, [])) for p in properties},
                      "seconds_per_model": f"{statistics.fmean(seconds):.1f}", "runs": str(seeds)})
     header = ["method", *properties, "seconds_per_model", "runs"]
@@ -88,7 +89,5 @@ def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, regis
     writer.writerows(rows)
     atomic_write_text(root / "table.md", text)
     atomic_write_text(root / "table.csv", buffer.getvalue())
-    if not quiet:
-        console.print(Markdown(text))
-    console.print(f"table written to {root / 'table.md'} and {root / 'table.csv'}")
+    say(f"table written to {root / 'table.md'} and {root / 'table.csv'}")
     return root

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hydradgl.atomic import atomic_open  # noqa: E402
+from hydradgl.train.report import Reporter, RunEnd  # noqa: E402
+from hydradgl.train.uncertainty import coverage_curve  # noqa: E402
 
 
 def save_figure(fig, path: Path) -> None:
@@ -60,7 +62,6 @@ def uncertainty_plots(results: dict[str, tuple[tuple[np.ndarray, np.ndarray, np.
     """Per head, from ``results[head] = ((true, mean, std), s)`` on the test set: |error| against the
     predicted std, and a calibration curve (observed vs nominal coverage of Gaussian intervals) before
     and after scaling std by the validation-fitted factor ``s``."""
-    from hydradgl.train.ensemble import coverage_curve
 
     folder.mkdir(parents=True, exist_ok=True)
     levels = np.linspace(0.01, 0.99, 50)
@@ -85,3 +86,15 @@ def uncertainty_plots(results: dict[str, tuple[tuple[np.ndarray, np.ndarray, np.
                title=f"{head}: calibration", xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=7)
         save_figure(fig, folder / f"calibration_{head}.png")
+
+
+class PlotsReporter(Reporter):
+    """PNG plots in ``folder`` at the end: parity and error histogram per head (test set), loss curves."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def finish(self, end: RunEnd) -> None:
+        if end.test:  # a run without a test split has no test values to plot
+            parity_and_histograms(end.values, {h: m["unit"] for h, m in end.test.items()}, self.folder)
+            loss_curves(end.history, self.folder)

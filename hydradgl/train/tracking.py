@@ -1,6 +1,6 @@
 """Experiment tracking: a run's per-epoch metrics go to TensorBoard and to logger plugins (rank 0 only).
 
-The :class:`Tracker` turns each ``metrics.csv`` row into tagged scalars (``total/val_loss``, ``H/val_rmse``,
+The :class:`Tracker`, one of the run's reporters, turns each ``metrics.csv`` row into tagged scalars (``total/val_loss``, ``H/val_rmse``,
 ``optim/lr``, ``speed/graphs_per_s``), adds the test metrics and plots at the end, and hands the same
 stream to every :class:`~hydradgl.plugins.RunLogger`. A logger that raises is reported once and dropped:
 tracking never stops a training run.
@@ -8,15 +8,15 @@ tracking never stops a training run.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import LoggerContext, Registry, RunLogger
+from hydradgl.train.report import Reporter, RunEnd
 
 TENSORBOARD_DIR = "tensorboard"
 SPEED_KEYS = {"lr": "optim/lr", "graphs_per_s": "speed/graphs_per_s", "seconds": "speed/epoch_seconds"}
@@ -71,11 +71,12 @@ class TensorBoardLogger(RunLogger):
         self.writer.close()
 
 
-class Tracker:
-    """Fans the metric stream out to the loggers; a logger's first exception is reported and it is dropped."""
+class Tracker(Reporter):
+    """Fans the metric stream out to the loggers; a logger's first exception is reported and it is dropped.
+    At the end it adds the test metrics and every PNG in ``plot_dir`` (parity ``parity/H``, ...)."""
 
-    def __init__(self, loggers: dict[str, RunLogger], warn: Callable[[str], None]):
-        self.loggers, self.warn = dict(loggers), warn
+    def __init__(self, loggers: dict[str, RunLogger], warn: Callable[[str], None], plot_dir: Path | None = None):
+        self.loggers, self.warn, self.plot_dir = dict(loggers), warn, plot_dir
 
     def _call(self, method: str, *args: Any) -> None:
         for name, logger in list(self.loggers.items()):
@@ -89,29 +90,18 @@ class Tracker:
     def epoch(self, row: dict[str, float]) -> None:
         self._call("log_scalars", epoch_scalars(row), int(row["epoch"]))
 
-    def finish(self, test: dict[str, dict[str, Any]], epoch: int, plot_dir: Path | None) -> None:
-        """Test metrics, every PNG of the run's plots (parity ``parity/H``, ...), then close."""
-        if test:
-            self._call("log_scalars", test_scalars(test), epoch)
-        if plot_dir is not None and plot_dir.is_dir():
-            for png in sorted(plot_dir.glob("*.png")):
+    def finish(self, end: RunEnd) -> None:
+        if end.test:
+            self._call("log_scalars", test_scalars(end.test), end.epochs)
+        if self.plot_dir is not None and self.plot_dir.is_dir():
+            for png in sorted(self.plot_dir.glob("*.png")):
                 stem = png.stem
                 tag = stem.replace("_", "/", 1) if "_" in stem else stem
                 self._call("log_image", tag, png)
-        self.close()
 
     def close(self) -> None:
         self._call("close")
         self.loggers.clear()
-
-    @contextlib.contextmanager
-    def closed_on_error(self) -> Iterator[None]:
-        """Close the loggers when training stops with an exception (a pruned trial, Ctrl-C, NaN loss)."""
-        try:
-            yield
-        except BaseException:
-            self.close()
-            raise
 
 
 def check_tracking(cfg: RunConfig, registry: Registry) -> None:
@@ -126,11 +116,11 @@ def check_tracking(cfg: RunConfig, registry: Registry) -> None:
 
 
 def open_tracker(cfg: RunConfig, registry: Registry, run_dir: Path, enabled: bool,
-                 warn: Callable[[str], None]) -> Tracker:
+                 warn: Callable[[str], None], plot_dir: Path | None = None) -> Tracker:
     """The run's tracker (empty unless ``enabled``, i.e. on rank 0): TensorBoard per ``tracking.tensorboard``
-    plus the configured logger plugins (:func:`check_tracking` has vetted them). A plugin whose factory
-    raises is reported and skipped."""
-    tracker = Tracker({}, warn)
+    plus the configured logger plugins (:func:`check_tracking` has vetted them), sent the PNGs of
+    ``plot_dir`` at the end. A plugin whose factory raises is reported and skipped."""
+    tracker = Tracker({}, warn, plot_dir)
     if not enabled:
         return tracker
     mode = cfg.tracking.tensorboard

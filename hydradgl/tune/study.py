@@ -23,6 +23,7 @@ from hydradgl.configio import save_config
 from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.errors import ConfigError, DataError, TrainingError
 from hydradgl.plugins import Registry, get_registry
+from hydradgl.train.report import LineReporter
 from hydradgl.train.run import check_output_dir, train_run
 from hydradgl.tune import space as search
 
@@ -191,7 +192,7 @@ def run_tune(cfg: RunConfig, out_dir: Path, resume: bool = False, registry: Regi
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         try:
-            result = train_run(run_cfg, registry, console=console, quiet=True, data=data.get(run_cfg),
+            result = train_run(run_cfg, registry, reporter=LineReporter(console.file), quiet=True, data=data.get(run_cfg),
                                plots_enabled=False, on_epoch=report)
         except TrainingError as exc:
             if _interrupted(exc):
