@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.markdown import Markdown
 
 from hydradgl.cli.common import config_from_options, console, out, overrides_from_options, run_config_options
 from hydradgl.cli.reporting import ConsoleReporter, metrics_table, uncertainty_table
@@ -142,7 +141,5 @@ def experiment(ctx: click.Context, run_options: dict, seeds: int, head_sets: str
     cfg = config_from_options(run_options)
     if "output_dir" not in cfg.model_fields_set:  # not given anywhere: not the single runs' runs/latest
         cfg.output_dir = Path("runs/experiment")
-    root = run_experiment(cfg, parse_head_sets(head_sets), seeds, reporter=ConsoleReporter(console),
-                          quiet=ctx.obj["quiet"], overwrite=overwrite)
-    if not ctx.obj["quiet"]:
-        console.print(Markdown((root / "table.md").read_text()))
+    run_experiment(cfg, parse_head_sets(head_sets), seeds, reporter=ConsoleReporter(console), quiet=ctx.obj["quiet"],
+                   overwrite=overwrite)

@@ -89,5 +89,6 @@ def run_experiment(cfg: RunConfig, head_sets: list[list[str]], seeds: int, regis
     writer.writerows(rows)
     atomic_write_text(root / "table.md", text)
     atomic_write_text(root / "table.csv", buffer.getvalue())
+    say(text)
     say(f"table written to {root / 'table.md'} and {root / 'table.csv'}")
     return root

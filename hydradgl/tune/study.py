@@ -26,6 +26,7 @@ from hydradgl.plugins import Registry, get_registry
 from hydradgl.train.report import LineReporter
 from hydradgl.train.run import check_output_dir, train_run
 from hydradgl.tune import space as search
+from hydradgl.tune.report import write_report
 
 STUDY_NAME = "hydradgl"
 BASE_CONFIG = "tune.yaml"
@@ -158,8 +159,6 @@ def run_tune(cfg: RunConfig, out_dir: Path, resume: bool = False, registry: Regi
     """Run trials until the study holds ``tune.trials`` finished ones (or ``tune.timeout`` passes), then
     report: the best trials, ``best.yaml``, ``trials.csv``, plots. Progress goes to ``console`` (stderr),
     the table of best trials to ``results`` (stdout)."""
-    from hydradgl.tune.report import write_report
-
     optuna = import_optuna()
     registry = registry or get_registry()
     console = console or Console(stderr=True)
