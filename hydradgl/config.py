@@ -110,6 +110,9 @@ class HeadConfig(Section):
 
 class TrainingConfig(Section):
     epochs: int = Field(200, strict=True, ge=1, description="Maximum number of epochs (paper: 200).")
+    max_minutes: Number | None = Field(None, gt=0, description="Training-time budget in minutes (the epochs' "
+        "time, summed over resumes): training stops after the epoch that reaches it, best.pt and last.pt kept; "
+        "a resume needs a larger budget (null: no budget).")
     batch_size: int = Field(64, strict=True, ge=1, description="Graphs per batch (per process under DDP; paper: 64).")
     optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer (torch's fused implementation where torch has one for the device: one kernel for all parameters).")
     lr: Number = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")

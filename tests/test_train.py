@@ -302,3 +302,38 @@ def test_allocator_settings_apply_once_on_glibc():
         pytest.skip("the settings are glibc's")
     assert allocator.keep_freed_memory() is True
     assert allocator.keep_freed_memory() is True  # idempotent
+
+
+def test_time_budget_stops_after_the_epoch_that_reaches_it_and_resumes_with_a_larger_one(
+        tmp_path, small_prepared, monkeypatch):
+    import io
+
+    from click.testing import CliRunner
+
+    from hydradgl.cli import main
+    from hydradgl.train.report import LineReporter
+    from hydradgl.train.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def slow_epoch(self, progress=None):  # every epoch "takes" 30 s of the clock the budget reads
+        clock[0] += 30.0
+        return original(self, progress)
+
+    clock = [0.0]
+    monkeypatch.setattr(Trainer, "train_epoch", slow_epoch)
+    monkeypatch.setattr("hydradgl.train.trainer.time.perf_counter", lambda: clock[0])
+    cfg = small_config(tmp_path, **{"training.epochs": 10, "training.max_minutes": 1.2})
+    printed = io.StringIO()
+    result = train_run(cfg, data=small_prepared, reporter=LineReporter(printed), plots_enabled=False)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]  # 1.0 min after epoch 2, 1.5 after epoch 3
+    assert "training.max_minutes (1.2) reached after epoch 3 (1.50 minutes of training)" in printed.getvalue()
+    assert (cfg.output_dir / "best.pt").is_file() and result.test  # the test split is still evaluated
+    assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 3
+    refused = CliRunner().invoke(main, ["train", "--resume", str(cfg.output_dir), "--no-plots"])
+    assert refused.exit_code == 1 and "spends its training.max_minutes (1.2)" in refused.output
+    assert "--max-minutes above 1.50" in refused.output
+    resumed = CliRunner().invoke(main, ["--quiet", "train", "--resume", str(cfg.output_dir), "--no-plots",
+                                        "--max-minutes", "2.4"])
+    assert resumed.exit_code == 0, resumed.output
+    assert ckpt.load_checkpoint(cfg.output_dir / "last.pt")["epoch"] == 5  # 2.5 min after epoch 5

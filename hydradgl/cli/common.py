@@ -78,6 +78,8 @@ DATA_OPTIONS: list[Callable] = [
 TRAINING_OPTIONS: list[Callable] = [
     click.option("--conv", help="Conv layer plugin name (e.g. pna, sage, cgcnn)."),
     click.option("--epochs", type=int, help="Maximum number of epochs."),
+    click.option("--max-minutes", type=float, help="Training-time budget in minutes (stops after the epoch that "
+                 "reaches it)."),
     click.option("--batch-size", type=int, help="Graphs per batch (per process)."),
     click.option("--lr", type=float, help="Learning rate."),
     click.option("--seed", type=int, help="Training seed."),
@@ -88,6 +90,7 @@ TRAINING_OPTIONS: list[Callable] = [
 ]
 
 FLAG_KEYS = {"dataset": "dataset.name", "conv": "model.conv", "epochs": "training.epochs",
+             "max_minutes": "training.max_minutes",
              "batch_size": "training.batch_size", "lr": "training.lr", "seed": "training.seed",
              "device": "training.device", "kernels": "training.kernels", "output": "output_dir"}
 

@@ -36,9 +36,10 @@ def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: 
         if run_options.get("config_path"):
             raise ConfigError("--resume uses the run's own config.yaml; do not combine it with --config")
         overrides = overrides_from_options(run_options)
-        unsafe = sorted(k for k in overrides if k != "training.epochs")
+        unsafe = sorted(k for k in overrides if k not in ("training.epochs", "training.max_minutes"))
         if unsafe:
-            raise ConfigError(f"--resume can only change training.epochs, not {', '.join(unsafe)}")
+            raise ConfigError(f"--resume can only change training.epochs and training.max_minutes, "
+                              f"not {', '.join(unsafe)}")
         cfg = load_config(resume / "config.yaml", {**overrides, "output_dir": str(resume)})
     else:
         cfg = config_from_options(run_options)

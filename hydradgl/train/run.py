@@ -32,7 +32,7 @@ from hydradgl.train.rundir import check_output_dir, claim_run_dir, run_dir_lock
 from hydradgl.train.runtime import Runtime, broadcast_flag, resolve_kernels, setup_runtime, teardown_runtime
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.tracking import check_tracking, open_tracker
-from hydradgl.train.trainer import Trainer, evaluate
+from hydradgl.train.trainer import Trainer, evaluate, training_minutes
 
 @dataclass
 class RunResult:
@@ -114,6 +114,10 @@ def _check_resume(cfg: RunConfig, resume: Path, say) -> dict[str, Any]:
                             f"--epochs above {state['epoch']} (configured: {before})")
     if cfg.training.epochs != before:
         say(f"training.epochs: {before} -> {cfg.training.epochs}; {resume / 'config.yaml'} records it")
+    spent, budget = training_minutes(state["history"]), cfg.training.max_minutes
+    if budget is not None and spent >= budget:
+        raise TrainingError(f"{resume}: {spent:.2f} minutes of training are done, which spends its "
+                            f"training.max_minutes ({budget:g}); to train longer give --max-minutes above {spent:.2f}")
     return state
 
 
@@ -197,6 +201,10 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
         if trainer.early.should_stop:
             say(f"early stopping after epoch {trainer.epoch}: best validation loss {trainer.early.best:.4e} "
                 f"at epoch {trainer.early.best_epoch}")
+        if trainer.out_of_time:
+            say(f"training.max_minutes ({cfg.training.max_minutes:g}) reached after epoch {trainer.epoch} "
+                f"({training_minutes(trainer.history):.2f} minutes of training); best validation loss "
+                f"{trainer.early.best:.4e} at epoch {trainer.early.best_epoch}")
         return _finish(cfg, trainer, runtime, run_dir, started, plots_enabled, reporters)
     finally:
         reporters.close()

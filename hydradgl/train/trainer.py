@@ -52,6 +52,11 @@ class EarlyStopping:
         return self.patience is not None and self.bad_epochs >= self.patience
 
 
+def training_minutes(history: list[dict[str, float]]) -> float:
+    """Minutes the epochs of ``history`` took (what ``training.max_minutes`` counts)."""
+    return sum(row["seconds"] for row in history) / 60.0
+
+
 def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
     """The optimizer of ``training.optimizer``, as torch's fused implementation where it has one for the
     parameters' device (the same update in one kernel over all parameters: on CPU the Adam step of the
@@ -127,6 +132,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, float]] = []
         self.extra_state = extra_state or {}
+        self.out_of_time = False  # stopped by training.max_minutes
 
     @property
     def evaluated(self) -> HydraModel:
@@ -194,7 +200,8 @@ class Trainer:
 
     def fit(self, on_epoch: Callable[[dict[str, float]], None] | None = None,
             progress: Callable[[int, int], None] | None = None) -> None:
-        """Train until the configured epochs or early stopping; checkpoints after every epoch."""
+        """Train until the configured epochs, early stopping or the time budget; checkpoints after every epoch."""
+        budget = self.cfg.training.max_minutes
         while self.epoch < self.cfg.training.epochs and not self.early.should_stop:
             start = time.perf_counter()
             train, graphs = self.train_epoch(progress)
@@ -224,6 +231,10 @@ class Trainer:
             self._save("last.pt")
             if on_epoch:
                 on_epoch(row)
-            # Every rank follows rank 0's stopping decision (identical anyway: metrics are reduced).
-            if broadcast_flag(self.early.should_stop, self.runtime):
+            self.out_of_time = budget is not None and training_minutes(self.history) >= budget
+            # Every rank follows rank 0's stopping decision (identical anyway for early stopping: metrics are
+            # reduced; the clock may differ).
+            stop = broadcast_flag(self.early.should_stop or self.out_of_time, self.runtime)
+            self.out_of_time = stop and not self.early.should_stop
+            if stop:
                 break
