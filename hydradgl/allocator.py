@@ -3,7 +3,7 @@
 Every training step and inference batch allocates and frees the same large per-edge tensors (a few MB
 each). With glibc's defaults, blocks that size come from fresh ``mmap`` pages that the kernel faults in
 and zeroes on first touch, and freed heap memory is handed back to the system, so the next step pays
-the same faults again: for the paper model on CPU that was 5-15% of a training step. Raising the
+the same faults again, a noticeable share of a CPU training step (benchmarks/RESULTS.md). Raising the
 thresholds keeps freed memory in the process for reuse (the usual advice for CPU training is a caching
 allocator such as jemalloc or tcmalloc; this gets most of it without preloading a library).
 """

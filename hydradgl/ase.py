@@ -53,10 +53,10 @@ class HydraCalculator(Calculator):
             (default: every head under its own name).
         device: torch device when ``model`` is a path.
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
-        compile: run the model through ``torch.compile`` (inductor): the first call compiles, for 30-70 s
-            (3-20 s with inductor's on-disk cache warm; once per process and per combination of requested
-            derivatives); later calls of a small cell are 1.5-3.2x faster on CPU (docs/api.md). The model
-            then runs on the torch kernel path, also outside this calculator.
+        compile: run the model through ``torch.compile`` (inductor): the first call compiles (once per
+            process and per combination of requested derivatives; faster with inductor's on-disk cache
+            warm), later calls of a small cell are faster than eager ones (docs/api.md). The model then
+            runs on the torch kernel path, also outside this calculator.
         skin: Angstrom added to the cutoff of the neighbour search, whose result is reused while no atom
             has moved more than half of it and the cell, elements and periodicity are unchanged (ASE's
             ``NeighborList`` rule): the same edges as a search every call, for less time per MD step.
@@ -281,7 +281,7 @@ def _compile_options(device: torch.device | str) -> dict[str, object]:
     """Inductor options for the calculator's graph. On CPU, an expression of more than 8 operations is
     stored once rather than recomputed wherever it is read: by default inductor inlines each atom's
     gradient (some 30 operations) into the backward pass's per-edge gather, computing it once per edge
-    instead of once per atom (a 1,856-edge PNA layer's kernel: 330 -> 45 us; docs/api.md)."""
+    instead of once per atom (docs/api.md)."""
     return {"realize_opcount_threshold": 8} if torch.device(device).type == "cpu" else {}
 
 

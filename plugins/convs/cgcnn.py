@@ -59,7 +59,7 @@ class CGCNNConv(nn.Module):
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
                 geometry: EdgeGeometry | None = None) -> torch.Tensor:
         z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edge_attr, self.edge.weight.T)  # one pass over E
-        # contiguous halves: torch's CPU sigmoid and softplus are 2-4x slower on strided ones
+        # contiguous halves: torch's CPU sigmoid and softplus are much slower on strided ones
         gate, core = (part.contiguous() for part in z.chunk(2, dim=1))
         messages = torch.sigmoid(gate) * F.softplus(core)
         if self.envelope:

@@ -7,8 +7,8 @@ u_ij = B_j (+ C_ij). Then mean/min/max shift by A_i and std does not depend on i
 reduced: sums of u and u^2, and max of [u, -u] (the min is minus the max of -u). Without edge features
 u lives on the nodes (copy_u), so no per-edge tensor is ever materialized. With edge features
 (C_ij = W_e e_ij, e_ij the trunk's radial basis computed once per batch) the sums form u per edge (one
-addmm); min and max take B alone (the node path: on CPU a per-edge max costs about as much as the
-rest of the layer). With ``edge_features_in_extrema`` the max of [u, -u] runs fused over [B, -B] on the
+addmm); min and max take B alone (the node path: on CPU a per-edge max is expensive next to the rest
+of the layer). With ``edge_features_in_extrema`` the max of [u, -u] runs fused over [B, -B] on the
 nodes and the basis projected by [W_e; -W_e] (pna_fused.u_add_e_linear, whose backward pass forms no
 per-edge gradient). With ``envelope`` (ours) every message is weighted by the cosine cutoff of its
 distance and neighbours are counted by the same weights, so that the layer's output is continuous as
@@ -42,7 +42,7 @@ class PNAOptions(BaseModel):
     scalers: list[Scaler] = Field(["identity", "amplification", "attenuation"], min_length=1)
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
     use_edge_features: bool | None = Field(None, description="Feed the trunk's edge features (the radial basis of the distance) into the messages. Default: on whenever model.edge_features is not 'none'. False: the paper's PNA, where distance enters only through the radius graph (fine on a fixed lattice, blind to strain and displacements).")
-    edge_features_in_extrema: bool = Field(False, description="With edge features, let the min and max aggregators see them too (a per-edge max): more accurate on emt-alloy, but about 1.6x slower training on CPU (docs/model.md). Default: only mean, std and sum see them; min and max take the neighbours' features alone.")
+    edge_features_in_extrema: bool = Field(False, description="With edge features, let the min and max aggregators see them too (a per-edge max): markedly slower training on CPU (benchmarks/RESULTS.md). Default: only mean, std and sum see them; min and max take the neighbours' features alone.")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
@@ -190,7 +190,7 @@ class PNATower(nn.Module):
         per_scaler = weight[:, h.shape[1]:].reshape(out_dim, n_scalers, width).transpose(0, 1).reshape(-1, width)
         projected = (agg @ per_scaler.T).view(-1, n_scalers, out_dim)  # (N, S, out): U_s agg
         out = torch.addmm(self.post.bias, h, weight[:, :h.shape[1]].T)
-        for k in range(n_scalers):  # in place, slice by slice: 1.4x faster than a product and a sum over S
+        for k in range(n_scalers):  # in place, slice by slice: faster than a product and a sum over S
             out.addcmul_(projected[:, k], scales[:, k:k + 1])
         return out
 
