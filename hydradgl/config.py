@@ -49,8 +49,8 @@ class DatasetConfig(Section):
         "the log) instead of failing.")
     in_memory: bool | None = Field(
         None, strict=True, description="Read the processed graphs into memory when they are opened, so that "
-        "batches are gathered from memory instead of read from the cache files (~10% faster training on "
-        "FePt). Default: when they take at most a quarter of the memory available, shared among the "
+        "batches are gathered from memory instead of read from the cache files (faster training). Default: "
+        "when they take at most a quarter of the memory available, shared among the "
         "processes torchrun starts on the node; false: read each batch's rows from the files (memory "
         "bounded, for data larger than memory).")
 
