@@ -49,7 +49,8 @@ from hydradgl.data.graphset import GraphSet
 from hydradgl.data.packing import composition
 from hydradgl.data.pipeline import loaded_from_store, split_dataset
 from hydradgl.data.records import Structure, TargetInfo
-from hydradgl.data.store import build_store, open_store, packed_chunks
+from hydradgl.data.store import open_store
+from hydradgl.data.store_build import build_store, packed_chunks
 
 FE, PT, SITES = 26, 78, 32
 IN_MEMORY_MAX = 200_000  # the in-memory comparison copies the whole cache into RAM: small sizes only

@@ -1,20 +1,22 @@
-"""Memory-mapped processed cache: round trips against in-memory packing, streamed statistics against
-direct computation, views against copies, split files."""
+"""Processed cache: round trips against in-memory packing, streamed statistics against direct
+computation, views against copies, split files, the schema's table in docs/data.md."""
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from hydradgl.configio import load_config
-from hydradgl.data import store
+from hydradgl.data import store, store_build
 from hydradgl.data.graphset import GraphView
 from hydradgl.data.loader import BatchLoader, collate
+from hydradgl.data.npyio import FileArray
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.pipeline import pack, pack_checked, prepare_data
 from hydradgl.data.records import Structure, TargetInfo
@@ -40,8 +42,8 @@ def structures(n: int, seed: int = 0) -> list[Structure]:
 def build(tmp_path, items, workers=1, chunk_size=3, name="s"):
     cfg = load_config(None, {"graph.radius": 2.0})
     pack_chunk = partial(pack_checked, targets=TARGETS, node_inputs={}, graph=cfg.graph)
-    chunks = store.packed_chunks(items, pack_chunk, chunk_size=chunk_size, workers=workers)
-    return store.build_store(tmp_path / name, chunks, TARGETS, {}, ["note"]), cfg
+    chunks = store_build.packed_chunks(items, pack_chunk, chunk_size=chunk_size, workers=workers)
+    return store_build.build_store(tmp_path / name, chunks, TARGETS, {}, ["note"]), cfg
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -50,7 +52,7 @@ def test_store_round_trip_equals_in_memory_pack(tmp_path, workers):
     stored, cfg = build(tmp_path, (s for s in items), workers=workers)  # a generator, consumed once
     whole = pack(items, TARGETS, {}, cfg.graph)
     g = stored.graphs
-    assert isinstance(g.src, store.FileArray)  # read on demand, not loaded
+    assert isinstance(g.src, FileArray)  # read on demand, not loaded
     for name in ("numbers", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr"):
         np.testing.assert_array_equal(np.asarray(getattr(g, name)), getattr(whole, name), err_msg=name)
     for name in TARGETS:
@@ -69,7 +71,7 @@ def test_file_array_indexing_equals_numpy(tmp_path):
     for shape in [(1000,), (500, 3), (0, 2)]:
         a = rng.normal(size=shape).astype(np.float32)
         np.save(tmp_path / "a.npy", a)
-        f = store.FileArray(tmp_path / "a.npy")
+        f = FileArray(tmp_path / "a.npy")
         assert f.shape == a.shape and f.dtype == a.dtype and len(f) == len(a)
         np.testing.assert_array_equal(np.asarray(f), a)
         if not len(a):
@@ -155,7 +157,7 @@ def test_failed_build_leaves_nothing(tmp_path):
         raise DataError("mol3.xyz: broken")
 
     with pytest.raises(DataError, match="mol3.xyz"):
-        store.build_store(tmp_path / "s", chunks(), TARGETS, {}, [])
+        store_build.build_store(tmp_path / "s", chunks(), TARGETS, {}, [])
     assert list(tmp_path.iterdir()) == []
 
 
@@ -253,7 +255,6 @@ def test_in_memory_batches_equal_batches_read_from_the_files(monkeypatch):
     from hydradgl.data import pipeline
     from hydradgl.data.loader import collate
     from hydradgl.data.pipeline import load_dataset
-    from hydradgl.data.store import FileArray
     from tests.conftest import small_config
 
     on_disk = load_dataset(small_config(**{"dataset.in_memory": False}))
@@ -277,3 +278,35 @@ def test_in_memory_batches_equal_batches_read_from_the_files(monkeypatch):
     monkeypatch.setattr(pipeline, "memory_available", lambda: None)  # unknown: stay on disk
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert not load_dataset(small_config()).store.in_memory
+
+
+def test_docs_cache_table_is_the_schema():
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    start = text.index("-->\n", text.index("<!-- cache-schema:start")) + 4
+    end = text.index("<!-- cache-schema:end -->")
+    assert text[start:end] == store.schema_markdown(), "regenerate with hydradgl.data.store.schema_markdown()"
+
+
+def test_opening_checks_the_arrays_against_the_schema(tmp_path):
+    import json
+
+    stored, _ = build(tmp_path, structures(5))
+    for name, array in stored.arrays.items():  # resident columns read whole, the others by rows
+        assert isinstance(array, np.ndarray if store.column_of(name)[0].resident else FileArray), name
+    folder = stored.folder
+    manifest = json.loads((folder / store.MANIFEST).read_text())
+
+    def reopened(edit):
+        changed = json.loads(json.dumps(manifest))
+        edit(changed)
+        changed["checksum"] = store._manifest_checksum(changed)
+        (folder / store.MANIFEST).write_text(json.dumps(changed))
+        return store.open_store(folder)
+
+    assert "arrays ['degree_count'] do not fit" in reopened(lambda m: m["arrays"].pop("degree_count"))
+    assert "E is <f4 [5, 3], expected float32 rows of (2,)" in reopened(
+        lambda m: m["arrays"]["graph_target.E"].update(shape=[5, 3]))
+    count = np.load(folder / "degree_count.npy")
+    np.save(folder / "degree_count.npy", count[:-1])
+    assert "inconsistent (degree_count has" in reopened(
+        lambda m: m["arrays"]["degree_count"].update(shape=[len(count) - 1]))

@@ -238,7 +238,7 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
     from hydradgl.atomic import atomic_write_text
     from hydradgl.data.packing import pack
     from hydradgl.data.records import TargetInfo
-    from hydradgl.data.store import build_store
+    from hydradgl.data.store_build import build_store
 
     chunk = pack([_two_atoms()], {"E": TargetInfo(level="graph")}, {}, small_config().graph)
     previous = os.umask(umask)

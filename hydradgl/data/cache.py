@@ -1,6 +1,7 @@
 """Processed-graph cache key: one cache folder per (raw inputs, graph options).
 
-The folder's format, writing and checks are in hydradgl/data/store.py.
+The folder's format (its schema), writing and checks are in hydradgl/data/store.py; the parallel
+build is in hydradgl/data/store_build.py.
 """
 
 from __future__ import annotations

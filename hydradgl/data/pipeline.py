@@ -25,7 +25,8 @@ from hydradgl.data.packing import assign_species, check_complete, check_finite, 
 from hydradgl.data.records import DatasetInfo, RawDataset, Structure, TargetInfo
 from hydradgl.data.splitfile import load_split
 from hydradgl.data.splits import random_split, stratified_split
-from hydradgl.data.store import Store, build_store, memory_available, open_store, packed_chunks
+from hydradgl.data.store import Store, open_store
+from hydradgl.data.store_build import build_store, memory_available, packed_chunks
 from hydradgl.errors import DataError
 from hydradgl.plugins import DatasetContext, Registry, get_registry
 

@@ -1,57 +1,114 @@
-"""Processed cache on disk: a folder of flat ``.npy`` arrays, read on demand, plus a JSON manifest.
+"""Processed cache on disk: a folder of flat ``.npy`` arrays plus a JSON manifest.
 
-Layout (``<cache_dir>/processed/<dataset>-<key>/``; G graphs, N atoms, E edges)::
-
-    manifest.json          format version, counts, array shapes/dtypes, targets, statistics, checksum
-    numbers.npy            (N,) uint8 proton numbers
-    node_inputs.npy        (N, F) float32 extra per-atom inputs
-    node_ptr.npy           (G+1,) int64 atoms of graph g: node_ptr[g]:node_ptr[g+1]
-    src.npy, dst.npy       (E,) int32 local atom indices (messages flow src -> dst)
-    vec.npy, dist.npy      (E, 3), (E,) float32 displacement pos[dst] - (pos[src] + image shift), length
-    edge_ptr.npy           (G+1,) int64
-    graph_target.<t>.npy   (G, d) float32 physical units
-    node_target.<t>.npy    (N, d) float32 physical units
-    node_target_min.<t>.npy, node_target_max.<t>.npy   (G, d) per-graph range of node target t
-    degree_ptr.npy, degree_value.npy, degree_count.npy  per-graph in-degree histogram, sparse
-    composition.npy        (G,) int32 code into the manifest's composition table
-    source_ptr.npy, source_bytes.npy                    (G+1,) int64 and UTF-8 bytes of the sources
-
-The build streams: structures are packed into graphs a chunk at a time (in worker processes with
-``workers > 1``) and appended to the files, so neither the graphs nor their arrays are ever all in
-memory. It happens in a temporary folder renamed into place at the end: a cache folder is complete or
-absent. Opening checks the manifest's checksum and that every file has exactly the size the manifest
-implies (a truncated or half-copied cache is rebuilt, never trusted). The per-graph summaries let the
-training split's statistics be computed from a few small arrays instead of a pass over all atoms and
-edges.
+Folder ``<cache_dir>/processed/<dataset>-<key>/``: the arrays :data:`SCHEMA` declares (docs/data.md's
+table is generated from it by :func:`schema_markdown`) and ``manifest.json`` (format version, counts,
+array shapes and dtypes, targets, statistics, checksum). :class:`StoreWriter` appends packed chunks of
+graphs to the files of a temporary folder renamed into place at the end, so a cache folder is complete
+or absent (the parallel build is in hydradgl/data/store_build.py). :func:`open_store` checks the
+manifest's checksum, that the files are those the schema gives for its targets, each of exactly the
+size the manifest implies, and that the row counts and offsets agree: a truncated or half-copied cache
+is rebuilt, never trusted. The per-graph summaries let the training split's statistics be computed
+from a few small arrays instead of a pass over all atoms and edges.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
-import struct
-from collections import deque
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from hydradgl.atomic import remove_stale_temporaries, temp_prefix
 from hydradgl.data.graphset import GraphSet, gather_ranges
+from hydradgl.data.npyio import HEADER_BYTES, FileArray, NpyAppender, data_bytes
 from hydradgl.data.records import TargetInfo
 
 FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
-HEADER_BYTES = 128  # fixed .npy header length, so a file's header can be written after its data
 MAX_Z = 119
-# read whole when opened (~25 bytes per graph: batches and splits need them); the rest is read on demand
-IN_MEMORY = ("node_ptr", "edge_ptr", "graph_target", "composition")
-T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One kind of array file in the cache."""
+
+    name: str  # file <name>.npy; a per-target column has one file <name>.<target>.npy per target
+    dtype: str
+    rows: str  # N atoms, E edges, G graphs, G+1 offsets, or a count that offsets set (K, B)
+    row_shape: tuple[int | str, ...]  # the other axes: F is the node-input width, d the target's dim
+    description: str
+    resident: bool = False  # read whole when opened (batches and splits need all of it); else by rows
+    per_target: str = ""  # "graph" or "node": one file per target of that level
+    spans: str = ""  # offsets: ptr[0] == 0 and ptr[-1] == this row count
+    graph_field: str = ""  # the GraphSet field it fills
+
+
+SCHEMA: tuple[Column, ...] = (
+    Column("numbers", "uint8", "N", (), "proton number of every atom, graph after graph", graph_field="numbers"),
+    Column("node_inputs", "float32", "N", ("F",), "extra per-atom inputs (F may be 0), columns in the manifest's "
+           "`node_inputs` order", graph_field="node_inputs"),
+    Column("node_ptr", "int64", "G+1", (), "atoms of graph g are rows `node_ptr[g]:node_ptr[g+1]`", resident=True,
+           spans="N", graph_field="node_ptr"),
+    Column("src", "int32", "E", (), "edge source, an atom index local to its graph; messages flow src -> dst",
+           graph_field="src"),
+    Column("dst", "int32", "E", (), "edge destination, an atom index local to its graph", graph_field="dst"),
+    Column("vec", "float32", "E", (3,), "displacement `pos[dst] - (pos[src] + image shift)`, Angstrom",
+           graph_field="vec"),
+    Column("dist", "float32", "E", (), "length of `vec`", graph_field="dist"),
+    Column("edge_ptr", "int64", "G+1", (), "edges of graph g are rows `edge_ptr[g]:edge_ptr[g+1]`", resident=True,
+           spans="E", graph_field="edge_ptr"),
+    Column("graph_target", "float32", "G", ("d",), "graph-level target t (d components), physical units",
+           resident=True, per_target="graph", graph_field="graph_targets"),
+    Column("node_target", "float32", "N", ("d",), "node-level target t (d components), physical units",
+           per_target="node", graph_field="node_targets"),
+    Column("node_target_min", "float32", "G", ("d",), "per-graph minimum of node target t", per_target="node"),
+    Column("node_target_max", "float32", "G", ("d",), "per-graph maximum of node target t", per_target="node"),
+    Column("degree_ptr", "int64", "G+1", (), "in-degree histogram of graph g, sparse: entries "
+           "`degree_ptr[g]:degree_ptr[g+1]` of `degree_value` and `degree_count`", spans="K"),
+    Column("degree_value", "int32", "K", (), "an in-degree present in the graph"),
+    Column("degree_count", "int32", "K", (), "how many of the graph's atoms have that in-degree"),
+    Column("composition", "int32", "G", (), "index into the manifest's `compositions` table (labels like "
+           "`Fe12Pt20`)", resident=True),
+    Column("source_ptr", "int64", "G+1", (), "where graph g came from: bytes `source_ptr[g]:source_ptr[g+1]` of "
+           "`source_bytes`", spans="B"),
+    Column("source_bytes", "uint8", "B", (), "the sources' UTF-8 bytes, concatenated"),
+)
+_COLUMNS = {column.name: column for column in SCHEMA}
+
+
+def column_of(file: str) -> tuple[Column, str]:
+    """The column of array file ``file`` (its name without ``.npy``) and its target ('' if none)."""
+    name, _, target = file.partition(".")
+    return _COLUMNS[name], target
+
+
+def cache_files(targets: dict[str, TargetInfo], width: int) -> dict[str, tuple[Column, tuple[int, ...]]]:
+    """The array files of a cache with these targets and node-input width: name -> (column, row shape),
+    in writing order."""
+    def row_shape(column: Column, dim: int) -> tuple[int, ...]:
+        return tuple(width if axis == "F" else dim if axis == "d" else int(axis) for axis in column.row_shape)
+
+    files = {c.name: (c, row_shape(c, 0)) for c in SCHEMA if not c.per_target}
+    for target, info in targets.items():
+        files.update({f"{c.name}.{target}": (c, row_shape(c, info.dim)) for c in SCHEMA if c.per_target == info.level})
+    return files
+
+
+def schema_markdown() -> str:
+    """:data:`SCHEMA` as a Markdown table (docs/data.md embeds it)."""
+    lines = ["| file | shape, dtype | read | content |", "| --- | --- | --- | --- |"]
+    for c in SCHEMA:
+        file = f"{c.name}.<t>.npy" if c.per_target else f"{c.name}.npy"
+        axes = ", ".join([c.rows, *map(str, c.row_shape)])
+        shape = f"({axes})" if c.row_shape else f"({axes},)"
+        lines.append(f"| `{file}` | {shape} {c.dtype} | {'whole' if c.resident else 'by rows'} | {c.description} |")
+    lines.append(f"| `{MANIFEST}` | | whole | see below |")
+    return "\n".join(lines) + "\n"
 
 
 class CodedStrings(Sequence[str]):
@@ -82,124 +139,6 @@ class PackedStrings(Sequence[str]):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return bytes(self.data[int(self.ptr[i]):int(self.ptr[i + 1])]).decode()
-
-
-class FileArray:
-    """A read-only array in a ``.npy`` file, read by rows with ``pread`` when indexed, never mapped.
-
-    Why not ``np.load(mmap_mode="r")``: every page fault on a mapped file also maps its neighbours
-    (kernel read-ahead and fault-around, 64 KiB and more), and those pages count in the process's RSS
-    until the kernel reclaims them. Random batches touch a little of many places, so a mapped
-    1.4 GB cache reached ~0.7 GB of RSS after 10 batches. Reading exactly the rows asked for keeps a
-    process's memory at what it holds.
-    """
-
-    def __init__(self, path: Path):
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version != (1, 0):
-                raise ValueError(f"npy format {version}, expected (1, 0)")
-            self.shape, fortran, self.dtype = np.lib.format.read_array_header_1_0(handle)
-            if fortran:
-                raise ValueError("Fortran order")
-            self.offset = handle.tell()
-        self.path = path
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.fd = os.open(path, os.O_RDONLY)
-
-    def __del__(self) -> None:
-        if getattr(self, "fd", None) is not None:
-            os.close(self.fd)
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path}
-
-    def __setstate__(self, state: dict) -> None:  # a worker process opens the file itself
-        self.__init__(state["path"])
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def _rows(self, start: int, stop: int) -> np.ndarray:
-        out = np.empty((stop - start, *self.shape[1:]), self.dtype)
-        buffer, done = memoryview(out.reshape(-1).view(np.uint8)), 0
-        while done < len(buffer):  # one pread returns at most ~2 GiB
-            got = os.preadv(self.fd, [buffer[done:]], self.offset + start * self.row_bytes + done)
-            if got == 0:
-                raise OSError(f"{self.path}: file ends before row {stop}")
-            done += got
-        return out
-
-    def __getitem__(self, key):
-        if isinstance(key, tuple):  # rows first, then the other axes in memory
-            rows = self[key[0]]
-            return rows[key[1:]] if np.isscalar(key[0]) else rows[(slice(None), *key[1:])]
-        if isinstance(key, slice):
-            start, stop, step = key.indices(len(self))
-            rows = self._rows(start, max(start, stop))
-            return rows if step == 1 else rows[::step]
-        if np.isscalar(key):
-            i = int(key) + (len(self) if int(key) < 0 else 0)
-            if not 0 <= i < len(self):
-                raise IndexError(f"index {key} out of range for {len(self)} rows")
-            return self._rows(i, i + 1)[0]
-        idx = np.asarray(key, dtype=np.int64)
-        flat = idx.reshape(-1)
-        if len(flat) and (flat.min() < 0 or flat.max() >= len(self)):
-            raise IndexError(f"indices out of range for {len(self)} rows")
-        if len(flat) == 0:
-            return np.zeros((*idx.shape, *self.shape[1:]), self.dtype)
-        # one read per run of consecutive rows (a graph's atoms or edges), in file order
-        order = np.argsort(flat, kind="stable")
-        ordered = flat[order]
-        breaks = np.flatnonzero(np.diff(ordered) > 1) + 1
-        starts = ordered[np.concatenate([[0], breaks])]
-        stops = ordered[np.concatenate([breaks - 1, [len(ordered) - 1]])] + 1
-        block = (np.concatenate([self._rows(a, b) for a, b in zip(starts.tolist(), stops.tolist())]) if self.row_bytes
-                 else np.zeros((int((stops - starts).sum()), *self.shape[1:]), self.dtype))
-        run = np.repeat(np.arange(len(starts)), np.diff(np.concatenate([[0], breaks, [len(ordered)]])))
-        run_offset = np.concatenate([[0], np.cumsum(stops - starts)[:-1]])
-        out = np.empty((len(flat), *self.shape[1:]), self.dtype)
-        out[order] = block[ordered - starts[run] + run_offset[run]]
-        return out.reshape((*idx.shape, *self.shape[1:]))
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype)
-
-
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.dtype(dtype).str, tuple(shape))
-    body = text.ljust(HEADER_BYTES - 11) + "\n"
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
-
-
-class _Appender:
-    """One ``.npy`` file grown row by row; its header is written when it is closed."""
-
-    def __init__(self, path: Path, dtype: Any, row_shape: tuple[int, ...] = ()):
-        self.path, self.dtype, self.row_shape, self.rows = path, np.dtype(dtype), tuple(row_shape), 0
-        self.handle = open(path, "wb")
-        self.handle.write(b"\0" * HEADER_BYTES)
-
-    def append(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        values = values.reshape((len(values), *self.row_shape))
-        self.handle.write(values.data)  # no copy of a contiguous array
-        self.rows += len(values)
-
-    def close(self) -> dict[str, Any]:
-        shape = (self.rows, *self.row_shape)
-        self.handle.seek(0)
-        self.handle.write(_npy_header(self.dtype, shape))
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        return {"dtype": self.dtype.str, "shape": list(shape)}
 
 
 def _manifest_checksum(manifest: dict[str, Any]) -> str:
@@ -242,21 +181,11 @@ class StoreWriter:
         remove_stale_temporaries(self.folder.parent)
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        width = sum(node_inputs.values())
-        files: dict[str, tuple[Any, tuple[int, ...]]] = {
-            "numbers": (np.uint8, ()), "node_inputs": (np.float32, (width,)), "node_ptr": (np.int64, ()),
-            "src": (np.int32, ()), "dst": (np.int32, ()), "vec": (np.float32, (3,)), "dist": (np.float32, ()),
-            "edge_ptr": (np.int64, ()), "degree_ptr": (np.int64, ()), "degree_value": (np.int32, ()),
-            "degree_count": (np.int32, ()), "composition": (np.int32, ()), "source_ptr": (np.int64, ()),
-            "source_bytes": (np.uint8, ()),
-        }
-        for name, t in targets.items():
-            kinds = ("graph_target",) if t.level == "graph" else ("node_target", "node_target_min", "node_target_max")
-            files.update({f"{kind}.{name}": (np.float32, (t.dim,)) for kind in kinds})
-        self.files = {name: _Appender(self.tmp / f"{name}.npy", dtype, shape) for name, (dtype, shape) in files.items()}
-        for name in ("node_ptr", "edge_ptr", "degree_ptr", "source_ptr"):
+        self.files = {name: NpyAppender(self.tmp / f"{name}.npy", column.dtype, shape)
+                      for name, (column, shape) in cache_files(targets, sum(node_inputs.values())).items()}
+        self.ends = {column.name: 0 for column in SCHEMA if column.spans}
+        for name in self.ends:
             self.files[name].append(np.zeros(1))
-        self.ends = {"node_ptr": 0, "edge_ptr": 0, "degree_ptr": 0, "source_ptr": 0}
         self.compositions: dict[str, int] = {}
         self.element_counts = np.zeros(MAX_Z, dtype=np.int64)
         self.degree_histogram = np.zeros(1, dtype=np.int64)
@@ -380,16 +309,14 @@ class Store:
     @property
     def nbytes(self) -> int:
         """Size of all its arrays."""
-        return sum(int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
-                   for spec in self.manifest["arrays"].values())
+        return sum(data_bytes(spec["dtype"], spec["shape"]) for spec in self.manifest["arrays"].values())
 
     @property
     def in_memory(self) -> bool:
         return not any(isinstance(a, FileArray) for a in self.arrays.values())
 
     def read_into_memory(self) -> "Store":
-        """The same cache with every array read whole: batches are then gathered from memory (a
-        64-graph FePt batch in ~1 ms instead of ~9 ms of reads from the files)."""
+        """The same cache with every array read whole: batches are then gathered from memory."""
         arrays = {name: np.asarray(a) if isinstance(a, FileArray) else a for name, a in self.arrays.items()}
         return Store(self.folder, self.manifest, arrays, _graph_set(arrays, self.manifest))
 
@@ -412,28 +339,36 @@ def _chunks_of(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield rows[start:start + size]
 
 
-def _rows_expected(name: str, counts: dict[str, int]) -> int | None:
-    """How many rows array ``name`` must have (None: checked through its offsets instead)."""
-    kind = name.split(".", 1)[0]
-    per = {"numbers": "nodes", "node_inputs": "nodes", "node_target": "nodes", "src": "edges", "dst": "edges",
-           "vec": "edges", "dist": "edges", "graph_target": "graphs", "node_target_min": "graphs",
-           "node_target_max": "graphs", "composition": "graphs"}
-    if kind.endswith("_ptr"):
-        return counts["graphs"] + 1
-    return counts[per[kind]] if kind in per else None
+def _layout_mismatch(specs: dict[str, dict[str, Any]], files: dict[str, tuple[Column, tuple[int, ...]]]) -> str:
+    """How the manifest's arrays differ from the files the schema gives ('' when they do not)."""
+    if set(specs) != set(files):
+        return f"arrays {sorted(set(specs) ^ set(files))} do not fit its targets and node inputs"
+    for name, (column, row_shape) in files.items():
+        dtype, shape = specs[name]["dtype"], specs[name]["shape"]
+        if dtype != np.dtype(column.dtype).str or list(shape[1:]) != list(row_shape):
+            return f"{name} is {dtype} {shape}, expected {column.dtype} rows of {row_shape}"
+    return ""
 
 
 def _inconsistent(arrays: dict[str, np.ndarray], counts: dict[str, int]) -> str:
     """What does not fit together in a cache's arrays ('' when everything does)."""
-    for name, array in arrays.items():
-        rows = _rows_expected(name, counts)
-        if rows is not None and len(array) != rows:
-            return f"{name} has {len(array)} rows, expected {rows}"
-    ends = {"node_ptr": counts["nodes"], "edge_ptr": counts["edges"], "degree_ptr": len(arrays["degree_value"]),
-            "source_ptr": len(arrays["source_bytes"])}
-    for name, end in ends.items():
-        if int(arrays[name][0]) != 0 or int(arrays[name][-1]) != end:
-            return f"{name} does not span 0..{end}"
+    sizes = {"N": counts["nodes"], "E": counts["edges"], "G": counts["graphs"], "G+1": counts["graphs"] + 1}
+
+    def wrong_rows(name: str) -> str:
+        rows = sizes[column_of(name)[0].rows]
+        return f"{name} has {len(arrays[name])} rows, expected {rows}" if len(arrays[name]) != rows else ""
+
+    for column in SCHEMA:
+        if column.spans:  # offsets first: they set the row counts of the arrays they divide (K, B)
+            ptr = arrays[column.name]
+            if wrong := wrong_rows(column.name):
+                return wrong
+            end = sizes.setdefault(column.spans, int(ptr[-1]))
+            if int(ptr[0]) != 0 or int(ptr[-1]) != end:
+                return f"{column.name} does not span 0..{end}"
+    for name in arrays:
+        if wrong := wrong_rows(name):
+            return wrong
     return ""
 
 
@@ -449,13 +384,18 @@ def open_store(folder: Path) -> Store | str:
             return f"format version {manifest.get('format_version')} != {FORMAT_VERSION}"
         if manifest.get("checksum") != _manifest_checksum(manifest):
             return "corrupt (manifest checksum does not match)"
+        files = cache_files({k: TargetInfo(**v) for k, v in manifest["targets"].items()},
+                            sum(manifest["node_inputs"].values()))
+        wrong = _layout_mismatch(manifest["arrays"], files)
+        if wrong:
+            return f"inconsistent ({wrong})"
         arrays = {}
         for name, spec in manifest["arrays"].items():
             file = folder / f"{name}.npy"
-            expected = HEADER_BYTES + int(np.prod(spec["shape"])) * np.dtype(spec["dtype"]).itemsize
+            expected = HEADER_BYTES + data_bytes(spec["dtype"], spec["shape"])
             if not file.exists() or file.stat().st_size != expected:
                 return f"truncated ({file.name}: {file.stat().st_size if file.exists() else 'no'} bytes, expected {expected})"
-            arrays[name] = np.load(file) if name.split(".")[0] in IN_MEMORY else FileArray(file)
+            arrays[name] = np.load(file) if files[name][0].resident else FileArray(file)
             if list(arrays[name].shape) != spec["shape"] or arrays[name].dtype.str != spec["dtype"]:
                 return f"inconsistent ({file.name} holds {arrays[name].dtype}{arrays[name].shape})"
         wrong = _inconsistent(arrays, manifest["counts"])
@@ -467,66 +407,13 @@ def open_store(folder: Path) -> Store | str:
 
 
 def _graph_set(arrays: dict[str, np.ndarray], manifest: dict[str, Any]) -> GraphSet:
-    return GraphSet(
-        numbers=arrays["numbers"], node_inputs=arrays["node_inputs"], node_ptr=arrays["node_ptr"],
-        src=arrays["src"], dst=arrays["dst"], vec=arrays["vec"], dist=arrays["dist"], edge_ptr=arrays["edge_ptr"],
-        graph_targets={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("graph_target.")},
-        node_targets={k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("node_target.")},
-        compositions=CodedStrings(arrays["composition"], manifest["compositions"]),
-        sources=PackedStrings(arrays["source_ptr"], arrays["source_bytes"]))
-
-
-def memory_available() -> int | None:
-    """Bytes of memory the system can still give processes (Linux's MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of up to ``size`` consecutive items (the last may be shorter)."""
-    it = iter(items)
-    return iter(lambda: list(islice(it, size)), [])
-
-
-def packed_chunks(structures: Iterable[T], pack: Callable[[list[T]], GraphSet], chunk_size: int = 1024,
-                  workers: int = 1) -> Iterator[GraphSet]:
-    """``pack`` applied to consecutive chunks of ``structures``, in order; with ``workers > 1`` in that
-    many processes, at most two chunks per worker in flight (memory stays bounded)."""
-    if workers <= 1:
-        yield from map(pack, chunked(structures, chunk_size))
-        return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        pending: deque = deque()
-        for chunk in chunked(structures, chunk_size):
-            pending.append(pool.apply_async(pack, (chunk,)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
-
-
-def build_store(folder: Path, chunks: Iterable[GraphSet], targets: dict[str, TargetInfo],
-                node_inputs: dict[str, int], log: Callable[[], list[str]] | list[str]) -> Store:
-    """Write ``chunks`` of packed graphs as the cache folder ``folder`` and open it.
-
-    ``log`` (the build's notes, kept in the manifest) may be a callable, evaluated after the chunks are
-    consumed, for notes that only exist once the structures have been read.
-    """
-    writer = StoreWriter(folder, targets, node_inputs)
-    try:
-        for chunk in chunks:
-            writer.append(chunk)
-        writer.finish(log() if callable(log) else log)
-    except BaseException:
-        writer.abort()
-        raise
-    opened = open_store(folder)
-    if isinstance(opened, str):
-        raise OSError(f"{folder}: the cache just written is {opened}")
-    return opened
+    """The GraphSet over a cache's arrays: each column's array in the field :data:`SCHEMA` names."""
+    fields: dict[str, Any] = {}
+    for name, array in arrays.items():
+        column, target = column_of(name)
+        if column.per_target and column.graph_field:
+            fields.setdefault(column.graph_field, {})[target] = array
+        elif column.graph_field:
+            fields[column.graph_field] = array
+    return GraphSet(**fields, compositions=CodedStrings(arrays["composition"], manifest["compositions"]),
+                    sources=PackedStrings(arrays["source_ptr"], arrays["source_bytes"]))
