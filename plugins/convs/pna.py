@@ -38,11 +38,26 @@ STD_EPS = 1e-5
 class PNAOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    aggregators: list[Aggregator] = Field(["mean", "min", "max", "std"], min_length=1)
-    scalers: list[Scaler] = Field(["identity", "amplification", "attenuation"], min_length=1)
+    aggregators: list[Aggregator] = Field(
+        ["mean", "min", "max", "std"], min_length=1,
+        description="Aggregations of each atom's incoming messages. With min or max the forces of a symmetric "
+                    "structure lose its symmetry (docs/api.md), and envelope is refused.")
+    scalers: list[Scaler] = Field(
+        ["identity", "amplification", "attenuation"], min_length=1,
+        description="Functions of the in-degree d each aggregate is scaled by: identity, amplification "
+                    "log(d+1)/delta, attenuation delta/log(d+1) (delta: the mean of log(d+1) over the training "
+                    "graphs), linear d / the mean training degree (as in PyG's DegreeScalerAggregation, which "
+                    "HydraGNN's PNA uses).")
     towers: int = Field(1, ge=1, description="Independent towers over slices of the features.")
-    use_edge_features: bool | None = Field(None, description="Feed the trunk's edge features (the radial basis of the distance) into the messages. Default: on whenever model.edge_features is not 'none'. False: the paper's PNA, where distance enters only through the radius graph (fine on a fixed lattice, blind to strain and displacements).")
-    edge_features_in_extrema: bool = Field(False, description="With edge features, let the min and max aggregators see them too (a per-edge max): markedly slower training on CPU (benchmarks/RESULTS.md). Default: only mean, std and sum see them; min and max take the neighbours' features alone.")
+    use_edge_features: bool | None = Field(
+        None, description="Feed the trunk's edge features (the radial basis of the distance) into the messages. "
+        "Default: on whenever model.edge_features is not 'none'. False: the paper's PNA, where distance enters only "
+        "through the radius graph (fine on a fixed lattice, blind to strain and displacements). True with "
+        "model.edge_features 'none' is refused.")
+    edge_features_in_extrema: bool = Field(
+        False, description="With edge features, let the min and max aggregators see them too (a per-edge max): "
+        "markedly slower training on CPU (benchmarks/RESULTS.md). Default: only mean, std and sum see them; min and "
+        "max take the neighbours' features alone.")
     mixing: bool = Field(True, description="A final linear layer mixing the towers' outputs.")
     pre_layers: int = Field(1, ge=1, description="Layers of the message transform M (1: linear, computed on nodes; "
                                                  ">1: ReLU MLP evaluated per edge, slower).")
@@ -50,7 +65,7 @@ class PNAOptions(BaseModel):
     envelope: bool = Field(False, description="Weight each message by the cosine cutoff of its distance and count "
                                               "neighbours by the same weights (soft degree), so the energy stays "
                                               "continuous as neighbours cross the cutoff, as MD needs (docs/api.md). "
-                                              "Needs aggregators without min and max.")
+                                              "Needs aggregators without min and max, e.g. [mean, std, sum].")
     divide_input: bool = Field(True, description="Each tower sees its own slice of the input features "
                                                  "(False: every tower sees all of them).")
 

@@ -45,7 +45,8 @@ class EMTAlloyOptions(BaseModel):
         1, ge=1, description="Atom counts per element are multiples of this (must divide the number of sites).")
     strain: float = Field(0.02, ge=0, le=0.1,
                           description="Each component of the symmetric strain tensor is uniform in [-strain, strain].")
-    rattle: float = Field(0.05, ge=0, le=0.5, description="Std of the Gaussian displacement of every atom (Angstrom).")
+    rattle: float = Field(0.05, ge=0, le=0.5, description="Std of the Gaussian displacement of every atom, per "
+                                                       "Cartesian component (Angstrom).")
     forces: bool = Field(False, description="Also provide the force vector as a 3-component node target `forces`.")
     seed: int = Field(0, description="Seed of occupations, strains and displacements.")
 

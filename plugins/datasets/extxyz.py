@@ -17,7 +17,8 @@ from hydradgl.plugins import DatasetContext, DatasetSpec
 class KeyTarget(TargetSource):
     """A target read from ``atoms.info[key]`` (graph level) or ``atoms.arrays[key]`` (node level)."""
 
-    key: str
+    key: str = Field(description="The `info` key (graph level) or per-atom array (node level); keys ASE keeps in "
+                                 "a calculator (energy, forces, ...) are found there too.")
 
 
 class ExtxyzOptions(FileSetOptions):
@@ -26,7 +27,7 @@ class ExtxyzOptions(FileSetOptions):
     pattern: str = Field("*.xyz", description="Glob of files inside a folder.")
     targets: dict[str, KeyTarget] = Field(
         default_factory=lambda: {"energy": KeyTarget(key="energy", level="graph", unit="eV")},
-        description="Target name -> info/array key and level.")
+        description="Target name -> key, level, unit, description, extensive.")
     node_inputs: list[str] = Field(default_factory=list, description="Per-atom arrays used as extra inputs.")
 
 

@@ -37,11 +37,13 @@ ATOM_FIXED_COLUMNS = 7  # Z index x y z charge moment
 class ColumnTarget(TargetSource):
     """A target read from one column: graph level = a column of line 1, node level = a column of atom lines."""
 
-    column: int = Field(ge=0)
+    column: int = Field(ge=0, description="Column of line 1 (graph level) or of the atom lines (node level).")
 
 
 class LSMSOptions(FileSetOptions):
-    num_atoms: int | None = Field(None, ge=1, description="Expected atoms per file (checked when set).")
+    num_atoms: int | None = Field(
+        None, ge=1, description="Expected atoms per file (checked when set; a file may also declare its own count "
+        "in a `# atoms: N` comment line).")
     species_by_type: list[int] | None = Field(
         None, min_length=1, description="Column 0 holds a type index 0..T-1 (HydraGNN's synthetic data), mapped "
         "to these proton numbers in order; default: column 0 is the proton number.")
@@ -52,15 +54,18 @@ class LSMSOptions(FileSetOptions):
     moment_unit: str = Field("mu_B", description="Unit of the moment column (M).")
     reference_energies: dict[int, float] | None = Field(
         None, description="Per-element reference energies (energy_unit per atom) by proton number; default: "
-        "pure-element files.")
+        "pure-element files. Needed only when a head predicts H.")
     energy_column: int = Field(0, ge=0, description="Column of line 1 holding the total energy, for H.")
     charge_column: int = Field(5, ge=0, description="Atom-line column of the electron count, for C = charge - Z.")
     moment_column: int = Field(6, ge=0, description="Atom-line column of the magnetic moment, for M.")
-    extra_targets: dict[str, ColumnTarget] = Field(default_factory=dict, description="More targets by column.")
+    extra_targets: dict[str, ColumnTarget] = Field(
+        default_factory=dict, description="More targets by column: name -> column, level, unit, description, "
+        "extensive.")
     input_columns: dict[str, int] = Field(
         default_factory=dict, description="Extra per-atom model inputs: name -> atom-line column.")
     cell: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
-        None, min_length=3, max_length=3, description="Lattice vectors (3x3, rows, Angstrom) for periodic images.")
+        None, min_length=3, max_length=3, description="Lattice vectors (3x3, rows, Angstrom) for periodic images; "
+        "also given to the files passed to `hydradgl predict`.")
     pbc: tuple[bool, bool, bool] = Field((True, True, True), description="Periodic axes when a cell is given.")
 
 
