@@ -16,9 +16,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 STALE_SECONDS = 600  # a temporary untouched this long whose writer process is gone is litter
 _TEMP_NAME = re.compile(r"^.+\.(\d+)\.[^.]+\.tmp$")

@@ -96,7 +96,8 @@ class ModelConfig(Section):
 class HeadConfig(Section):
     name: str = Field(description="Head name, also the target name unless `target` is set (e.g. H, C, M).")
     target: str | None = Field(None, description="Dataset target this head predicts (default: the head name).")
-    kind: str | None = Field(None, description="Head plugin name (default: graph-head or node-head by the target's level).")
+    kind: str | None = Field(
+        None, description="Head plugin name (default: graph-head or node-head by the target's level).")
     layers: list[Annotated[int, Field(ge=1, strict=True)]] = Field(
         default_factory=lambda: [50, 25], description="Hidden FC widths, each >= 1 (paper: 50, 25).")
     alpha: Number = Field(1.0, ge=0, description="Weight of this head's loss in the total loss.")
@@ -114,7 +115,8 @@ class TrainingConfig(Section):
         "time, summed over resumes): training stops after the epoch that reaches it, best.pt and last.pt kept; "
         "a resume needs a larger budget (null: no budget).")
     batch_size: int = Field(64, strict=True, ge=1, description="Graphs per batch (per process under DDP; paper: 64).")
-    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="Optimizer (torch's fused implementation where torch has one for the device: one kernel for all parameters).")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description=(
+        "Optimizer (torch's fused implementation where torch has one for the device: one kernel for all parameters)."))
     lr: Number = Field(1e-3, gt=0, description="Learning rate (paper: 1e-3).")
     weight_decay: Number = Field(0.0, ge=0, description="Weight decay.")
     patience: int | None = Field(20, strict=True, ge=1, description="Early-stopping patience in epochs (null: off).")
@@ -183,7 +185,7 @@ class ParamRange(Section):
     choices: list[Any] | None = Field(None, description="The values to choose from (categorical).")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ParamRange":
+    def _consistent(self) -> ParamRange:
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty `choices` list")
@@ -199,6 +201,13 @@ class ParamRange(Section):
         if self.type == "int" and any(v is not None and v != int(v) for v in (self.low, self.high, self.step)):
             raise ValueError("an int parameter needs whole-number low, high and step")
         return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a float or int range (the validator makes sure both are set)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} parameter has no `low` and `high`")
+        return self.low, self.high
 
 
 class TuneConfig(Section):
@@ -248,7 +257,7 @@ class RunConfig(Section):
     output_dir: Path = Field(Path("runs/latest"), description="Run directory (config, checkpoints, metrics, plots).")
 
     @model_validator(mode="after")
-    def _unique_heads(self) -> "RunConfig":
+    def _unique_heads(self) -> RunConfig:
         names = [h.name for h in self.heads]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -18,7 +18,7 @@ receives and returns.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

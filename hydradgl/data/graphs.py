@@ -12,7 +12,6 @@ from hydradgl.config import GraphConfig
 from hydradgl.data.records import Structure
 from hydradgl.errors import DataError
 
-
 MAX_EDGES = 20_000_000  # per structure: beyond this the neighbour search alone needs several GiB
 
 
@@ -44,7 +43,7 @@ def estimated_edges(structure: Structure, pbc: tuple[bool, bool, bool], radius: 
     """Edges a radius graph will have, from the atom density (exact enough to refuse absurd settings)."""
     n = structure.n_atoms
     sphere = 4.0 / 3.0 * np.pi * radius**3
-    if any(pbc):
+    if any(pbc) and structure.cell is not None:  # periodic axes come with a cell (check_geometry)
         volume = abs(np.linalg.det(structure.cell))
         return n * n / volume * sphere
     extent = np.ptp(structure.positions, axis=0) if n else np.zeros(3)
@@ -70,9 +69,11 @@ def neighbour_edges(structure: Structure, graph: GraphConfig) -> tuple[np.ndarra
                         f"for its {structure.n_atoms} atoms (limit {MAX_EDGES:.0e}); lower graph.radius "
                         "(graph.max_neighbours trims edges only after the search)")
     if any(pbc):
-        i, j, d, disp = _small_cell_pairs(np.asarray(structure.positions, dtype=float),
-                                          np.asarray(structure.cell, dtype=float), pbc, graph.radius)
-        if i is None:
+        pairs = _small_cell_pairs(np.asarray(structure.positions, dtype=float),
+                                  np.asarray(structure.cell, dtype=float), pbc, graph.radius)
+        if pairs is not None:
+            i, j, d, disp = pairs
+        else:
             atoms = Atoms(numbers=structure.numbers, positions=structure.positions, cell=structure.cell, pbc=pbc)
             i, j, d, disp = neighbor_list("ijdD", atoms, graph.radius, self_interaction=False)
     else:
@@ -92,10 +93,10 @@ SMALL_CELL_PAIRS = 1_000_000  # candidate (atom, atom, image) triples below whic
 
 
 def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, bool, bool],
-                      radius: float) -> tuple[np.ndarray | None, ...]:
+                      radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Like ASE's ``neighbor_list("ijdD")`` with periodic images, by comparing every atom pair in every
     image that can reach the cutoff: vectorized, so much faster than ASE's binning on cells of tens of
-    atoms (an MD step of the ASE calculator). ``(None,) * 4`` when the candidates exceed
+    atoms (an MD step of the ASE calculator). None when the candidates exceed
     ``SMALL_CELL_PAIRS``: ASE's linear-time binning is then the better tool."""
     n = len(positions)
     inverse = np.linalg.inv(cell)
@@ -104,7 +105,7 @@ def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, 
     reach = [int(np.ceil(radius / w)) if periodic else 0 for w, periodic in zip(widths, pbc)]
     n_images = int(np.prod([2 * k + 1 for k in reach]))
     if n * n * n_images > SMALL_CELL_PAIRS:
-        return None, None, None, None
+        return None
     wrapped = positions - np.floor(positions @ inverse * np.asarray(pbc)) @ cell  # periodic axes into [0, 1)
     shifts = np.stack(np.meshgrid(*[np.arange(-k, k + 1) for k in reach], indexing="ij"), -1).reshape(-1, 3)
     translations = shifts @ cell
@@ -123,7 +124,7 @@ def _small_cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: tuple[bool, 
     return i, j, np.linalg.norm(disp, axis=1), disp
 
 
-def _cluster_pairs(positions: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
+def _cluster_pairs(positions: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Like ASE's ``neighbor_list("ijdD")`` without periodic images, via a k-d tree: O(n log n), where
     ASE with a zero cell compares all pairs, in quadratic time and memory."""
     pairs = cKDTree(positions).query_pairs(radius, output_type="ndarray")

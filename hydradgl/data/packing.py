@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -41,7 +41,7 @@ def compositions(numbers: np.ndarray, node_ptr: np.ndarray) -> list[str]:
 
 def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
     """NaN or infinite targets are refused, naming the structure's source."""
-    for s in getattr(raw, "structures", raw):
+    for s in raw.structures if isinstance(raw, RawDataset) else raw:
         for name, values in s.targets.items():
             if not np.all(np.isfinite(values)):
                 raise DataError(f"{s.source}: target {name!r} has NaN or infinite values")

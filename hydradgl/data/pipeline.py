@@ -11,10 +11,12 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+
+import numpy as np
 
 from hydradgl.config import GraphConfig, RunConfig
 from hydradgl.configio import parse_options
@@ -51,8 +53,8 @@ class LoadedData:
     graphs: GraphSet
     targets: dict[str, TargetInfo]
     node_inputs: dict[str, int]
-    log: list[str] = field(default_factory=list)
-    store: Store | None = None
+    log: list[str]
+    store: Store
 
 
 def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], node_inputs: dict[str, int],
@@ -62,7 +64,7 @@ def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], no
     check_finite(structures)
     chunk = RawDataset(structures=list(structures), targets=targets, node_inputs=node_inputs)
     check_complete(chunk, skip_incomplete)
-    return pack(chunk.structures, targets, node_inputs, graph)
+    return pack(list(chunk.structures), targets, node_inputs, graph)
 
 
 def resident(loaded: LoadedData, setting: bool | None) -> LoadedData:
@@ -80,7 +82,7 @@ def resident(loaded: LoadedData, setting: bool | None) -> LoadedData:
     return replace(loaded, graphs=stored.graphs, store=stored, log=[*loaded.log, note])
 
 
-def loaded_from_store(stored: Store, notes: list[str] = (), how: str = "") -> LoadedData:
+def loaded_from_store(stored: Store, notes: Iterable[str] = (), how: str = "") -> LoadedData:
     """An opened cache folder as LoadedData; the build's notes (reference energies, skipped files)
     still hold, so they are repeated, saying they are from then."""
     log = [*notes, f"processed graphs read from cache {stored.folder}{how}; notes from when it was built:",
@@ -148,7 +150,8 @@ def load_dataset(cfg: RunConfig, registry: Registry | None = None, log: Callable
             emit(note)
         return loaded
     uncached = folder is None
-    folder = _uncached_folder(spec.name) if uncached else folder
+    if folder is None:
+        folder = _uncached_folder(spec.name)
     count = {"read": 0, "packed": 0}  # structures read / graphs packed (skip_incomplete on a generator)
 
     def counted(structures: Iterable[Structure]) -> Iterator[Structure]:
@@ -228,6 +231,7 @@ def split_dataset(data: LoadedData, cfg: RunConfig, log: Callable[[str], None] |
     graphs = data.graphs if contract is None else _apply_contract(data, contract, cfg.dataset.name)
     species = contract.species if contract is not None else stored.species
     assign_species(graphs, species, present=stored.species)
+    parts: tuple[np.ndarray, ...]
     if split is not None:
         parts = load_split(split, len(graphs))
     elif cfg.split.method == "stratified":
@@ -250,4 +254,4 @@ def split_dataset(data: LoadedData, cfg: RunConfig, log: Callable[[str], None] |
     if log is not None:
         log(split_note)
     notes = [*data.log, split_note]
-    return PreparedData(info, *(norm.apply(part) for part in (train, val, test)), notes)
+    return PreparedData(info, train.with_normalizer(norm), val.with_normalizer(norm), test.with_normalizer(norm), notes)

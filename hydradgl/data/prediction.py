@@ -43,10 +43,11 @@ def read_for_prediction(paths: list[Path], dataset: DatasetConfig, registry: Reg
     structures: list[Structure] = []
     for path in (p for given in paths for p in _files(Path(given))):
         spec = _reader(path, own, registry)
-        if spec is None:
+        read = spec.read_structures if spec is not None else None
+        if read is None:
             raise DataError(f"{path}: the model's dataset plugin {own.name!r} has no reader for single files "
                             "(DatasetSpec.read_structures) and no other plugin claims this file name's suffix")
-        structures.extend(spec.read_structures(path, own_options if spec is own else None))
+        structures.extend(read(path, own_options if spec is own else None))
     if not structures:
         raise DataError(f"no structures found in {', '.join(map(str, paths))}")
     return structures
@@ -55,6 +56,8 @@ def read_for_prediction(paths: list[Path], dataset: DatasetConfig, registry: Reg
 def graphs_for_prediction(paths: list[Path], info: DatasetInfo, dataset: DatasetConfig,
                           registry: Registry | None = None) -> GraphSet:
     """Graphs of new structures, built by the model's contract: its graph settings and species table."""
+    if info.graph is None:
+        raise DataError("the model's data contract has no graph settings (load it with load_run, which fills them in)")
     structures = read_for_prediction(paths, dataset, registry)
     for s in structures:
         missing = [k for k in info.node_inputs if k not in s.node_inputs]

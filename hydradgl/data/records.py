@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -81,9 +82,10 @@ class RawDataset:
 class DatasetInfo(BaseModel):
     """What a model needs to know about its data (its data contract); saved with every checkpoint.
 
-    evaluate and predict use these, never the settings of the data they are given: ``species`` lists the proton numbers present (``Batch.species`` indexes into it);
-    ``target_min``/``target_max`` are the min-max normalization statistics fitted on the training split,
-    per target and component; ``degree_histogram[k]`` counts training nodes with in-degree k; ``graph`` holds the graph settings (radius, periodic images, neighbour cap) the model was
+    evaluate and predict use these, never the settings of the data they are given: ``species`` lists the proton
+    numbers present (``Batch.species`` indexes into it); ``target_min``/``target_max`` are the min-max normalization
+    statistics fitted on the training split, per target and component; ``degree_histogram[k]`` counts training nodes
+    with in-degree k; ``graph`` holds the graph settings (radius, periodic images, neighbour cap) the model was
     trained with (None only in checkpoints written before it existed: the run's config has them).
     """
 

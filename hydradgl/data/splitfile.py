@@ -13,6 +13,7 @@ reproduce it). Format, one ``.npz`` (numpy's zip of ``.npy`` arrays):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 
 def save_split(path: Path, parts: tuple[np.ndarray, np.ndarray, np.ndarray], n_graphs: int) -> None:
     """Write the three index arrays atomically."""
-    arrays = {name: np.sort(np.asarray(p, dtype=np.int64)) for name, p in zip(SPLITS, parts)}
+    arrays: dict[str, Any] = {name: np.sort(np.asarray(p, dtype=np.int64)) for name, p in zip(SPLITS, parts)}
     with atomic_open(Path(path)) as handle:
         np.savez(handle, **arrays, n_graphs=np.int64(n_graphs), format_version=np.int64(FORMAT_VERSION))
 

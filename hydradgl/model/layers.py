@@ -48,6 +48,8 @@ class GaussianExpansion(nn.Module):
     """Distances expanded on ``n`` Gaussians with centres evenly spaced on [0, cutoff], each multiplied
     by the cosine cutoff envelope when ``envelope`` is set (then every feature is 0 at the cutoff)."""
 
+    centres: torch.Tensor
+
     def __init__(self, cutoff: float, n: int, envelope: bool = False):
         super().__init__()
         self.register_buffer("centres", torch.linspace(0.0, cutoff, n))
@@ -75,5 +77,5 @@ class EdgeGeometry:
     cutoff: float
 
     @classmethod
-    def from_batch(cls, dist: torch.Tensor, vec: torch.Tensor, cutoff: float) -> "EdgeGeometry":
+    def from_batch(cls, dist: torch.Tensor, vec: torch.Tensor, cutoff: float) -> EdgeGeometry:
         return cls(dist, vec, cosine_cutoff(dist, cutoff), cutoff)

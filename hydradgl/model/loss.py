@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Callable
+
 import torch
 from torch.nn import functional as F
 
 from hydradgl.data.batch import Batch
 from hydradgl.model.heads import HeadDescription
 
-LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
 
 
 def head_target(batch: Batch, level: str, target: str) -> torch.Tensor:
@@ -23,5 +27,5 @@ class MultiTaskLoss:
 
     def __call__(self, preds: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = {h.name: LOSSES[h.loss](preds[h.name], head_target(batch, h.level, h.target)) for h in self.heads}
-        total = sum(h.weight * parts[h.name] for h in self.heads)
+        total = functools.reduce(operator.add, (h.weight * parts[h.name] for h in self.heads))
         return total, parts

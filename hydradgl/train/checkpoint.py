@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from hydradgl.atomic import atomic_open
 from hydradgl.errors import PluginError, TrainingError
-from hydradgl.plugins import Registry
+from hydradgl.plugins import Kind, Registry
 
 FORMAT = 3  # 3: plugin options saved complete; 2: as given (read, see _from_format2); 2 added the RNG state
 
@@ -58,7 +58,7 @@ def plugin_provenance(registry: Registry, used: dict[str, tuple[str, str]]) -> d
     """For each role (``conv``, ``dataset``, ``head:H``...): plugin name, distribution and its version."""
     out = {}
     for role, (kind, name) in used.items():
-        owner = registry.owners.get((kind, name), "unknown")
+        owner = registry.owners.get((cast(Kind, kind), name), "unknown")
         dist = registry.distributions.get(owner)
         out[role] = {"kind": kind, "name": name, "distribution": owner, "version": dist.version if dist else "unknown"}
     return out
@@ -67,6 +67,6 @@ def plugin_provenance(registry: Registry, used: dict[str, tuple[str, str]]) -> d
 def check_plugins(provenance: dict[str, dict[str, str]], registry: Registry, path: Path) -> None:
     """A clear error when a plugin the checkpoint was trained with is not installed."""
     for role, p in provenance.items():
-        if p["name"] not in registry.specs[p["kind"]]:
+        if p["name"] not in registry.specs[cast(Kind, p["kind"])]:
             raise PluginError(f"{path}: this model needs the {p['kind']} plugin {p['name']!r} (for {role}) from "
                               f"distribution {p['distribution']!r} version {p['version']}, which is not installed")

@@ -12,18 +12,20 @@ readout turns into an offset of the whole graph's prediction. Averaging the weig
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-class WeightAverage:
+
+class WeightAverage(Generic[M]):
     """``model``'s averaged copy: parameters are the moving average, buffers (batch-norm statistics)
     are copied from the trained model before each evaluation (and recomputed there when precise BN is
     on)."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: M, decay: float):
         self.decay = decay
         self.model = copy.deepcopy(model).requires_grad_(False)
         self.updates = 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.loader import BatchLoader
 from hydradgl.train.runtime import Runtime, all_reduce_sum
 
@@ -21,8 +21,16 @@ def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
+def _running_stats(m: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``num_batches_tracked``, ``running_mean`` and ``running_var``: set wherever ``track_running_stats`` is."""
+    tracked, mean, var = m.num_batches_tracked, m.running_mean, m.running_var
+    if tracked is None or mean is None or var is None:
+        raise ValueError(f"{type(m).__name__} keeps no running statistics")
+    return tracked, mean, var
+
+
 @torch.no_grad()
-def recompute_batch_norm(model: nn.Module, graphs: GraphSet, max_graphs: int, batch_size: int,
+def recompute_batch_norm(model: nn.Module, graphs: GraphSet | GraphView, max_graphs: int, batch_size: int,
                          runtime: Runtime) -> None:
     """Set every batch norm's running mean and variance to their average over batches of about
     ``max_graphs`` training graphs (a fixed random sample of this rank's shard), averaged over ranks;
@@ -31,7 +39,7 @@ def recompute_batch_norm(model: nn.Module, graphs: GraphSet, max_graphs: int, ba
     if not norms or len(graphs) == 0:
         return
     was_training = model.training
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    saved = [(m.momentum, _running_stats(m)[0].clone()) for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
@@ -46,8 +54,9 @@ def recompute_batch_norm(model: nn.Module, graphs: GraphSet, max_graphs: int, ba
         seen += batch.num_graphs
     for m, (momentum, tracked) in zip(norms, saved):
         m.momentum = momentum
-        m.num_batches_tracked.copy_(tracked)
+        num_batches_tracked, mean, var = _running_stats(m)
+        num_batches_tracked.copy_(tracked)
         if runtime.distributed:
-            for buffer in (m.running_mean, m.running_var):
+            for buffer in (mean, var):
                 buffer.copy_(all_reduce_sum(buffer.clone(), runtime) / runtime.world_size)
     model.train(was_training)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, TextIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Reporter:
     def warning(self, text: str) -> None:
         """A warning, shown even where messages are not."""
 
-    def status(self, text: str) -> ContextManager[None]:
+    def status(self, text: str) -> contextlib.AbstractContextManager[None]:
         """A context around a step of unknown length (e.g. a spinner)."""
         return contextlib.nullcontext()
 
@@ -89,11 +90,12 @@ class Reporters(Reporter):
         for r in self.reporters:
             r.warning(text)
 
-    def status(self, text: str) -> ContextManager[None]:
-        stack = contextlib.ExitStack()
-        for r in self.reporters:
-            stack.enter_context(r.status(text))
-        return stack
+    @contextlib.contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for r in self.reporters:
+                stack.enter_context(r.status(text))
+            yield
 
     def start(self, run: RunStart) -> None:
         for r in self.reporters:
@@ -152,7 +154,7 @@ def epoch_line(row: dict[str, float], heads: list[str], epochs: int) -> str:
 class LineReporter(Reporter):
     """Plain text lines on a stream (stderr by default): messages, warnings, epochs, test metrics."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: IO[str] | None = None):
         self.stream = stream
         self.heads: list[str] = []
         self.epochs = 0
@@ -182,7 +184,8 @@ class CsvReporter(Reporter):
     """``metrics.csv``: every epoch's row, rewritten atomically after each epoch."""
 
     def __init__(self, path: Path):
-        self.path, self.rows = path, []
+        self.path = path
+        self.rows: list[dict[str, float]] = []
 
     def start(self, run: RunStart) -> None:
         self.rows = list(run.history)

@@ -7,9 +7,10 @@ predict is read with its species table, graph settings and normalization, never 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -118,7 +119,8 @@ def evaluate_run(run: SavedRun, cfg: RunConfig | None = None, registry: Registry
 
 
 @torch.no_grad()
-def _physical_batches(run: SavedRun, graphs: GraphSet) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+def _physical_batches(
+        run: SavedRun, graphs: GraphSet) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
     """Per batch (in order): positions of its graphs in ``graphs``, atoms per graph, and every head's
     predictions in physical units."""
     normalizer = Normalizer.from_info(run.info)

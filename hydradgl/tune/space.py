@@ -41,9 +41,10 @@ def suggest(trial: Any, space: dict[str, ParamRange]) -> dict[str, Any]:
         if p.type == "float":
             values[key] = trial.suggest_float(key, p.low, p.high, log=p.log, step=p.step)
         elif p.type == "int":
-            values[key] = trial.suggest_int(key, int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
+            low, high = p.bounds
+            values[key] = trial.suggest_int(key, int(low), int(high), log=p.log, step=int(p.step or 1))
         else:
-            values[key] = trial.suggest_categorical(key, [encode_choice(p, c) for c in p.choices])
+            values[key] = trial.suggest_categorical(key, [encode_choice(p, c) for c in p.choices or []])
     return decode(space, values)
 
 
@@ -95,7 +96,8 @@ def probe_values(param: ParamRange) -> list[Any]:
     if param.type == "categorical":
         return list(param.choices or [])
     cast = int if param.type == "int" else float
-    return [cast(param.low), cast(param.high)]
+    low, high = param.bounds
+    return [cast(low), cast(high)]
 
 
 def check_space(cfg: RunConfig) -> None:
@@ -133,7 +135,7 @@ def baseline_values(cfg: RunConfig) -> tuple[dict[str, Any], str]:
     for key, p in cfg.tune.space.items():
         value = get_value(cfg, key)
         inside = (value in (p.choices or []) if p.type == "categorical"
-                  else isinstance(value, (int, float)) and p.low <= value <= p.high)
+                  else isinstance(value, (int, float)) and p.bounds[0] <= value <= p.bounds[1])
         if not inside:
             return {}, f"{key}={value!r} is outside its searched range"
         values[key] = encode_choice(p, value)

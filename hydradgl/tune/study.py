@@ -12,9 +12,10 @@ import json
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 
@@ -191,8 +192,8 @@ def run_tune(cfg: RunConfig, out_dir: Path, resume: bool = False, registry: Regi
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         try:
-            result = train_run(run_cfg, registry, reporter=LineReporter(console.file), quiet=True, data=data.get(run_cfg),
-                               plots_enabled=False, on_epoch=report)
+            result = train_run(run_cfg, registry, reporter=LineReporter(console.file), quiet=True,
+                               data=data.get(run_cfg), plots_enabled=False, on_epoch=report)
         except TrainingError as exc:
             if _interrupted(exc):
                 raise KeyboardInterrupt from None

@@ -56,13 +56,15 @@ class CGCNNConv(nn.Module):
         self.src = nn.Linear(dim, 2 * dim, bias=False)
         self.edge = nn.Linear(edge_dim, 2 * dim, bias=False)
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor,
                 geometry: EdgeGeometry | None = None) -> torch.Tensor:
         z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edge_attr, self.edge.weight.T)  # one pass over E
         # contiguous halves: torch's CPU sigmoid and softplus are much slower on strided ones
         gate, core = (part.contiguous() for part in z.chunk(2, dim=1))
         messages = torch.sigmoid(gate) * F.softplus(core)
         if self.envelope:
+            if geometry is None:
+                raise ValueError("CGCNN with the envelope needs the edge geometry (forward(..., geometry=g))")
             messages = messages * geometry.envelope.unsqueeze(1)
         return h + graph.reduce(messages, "sum")
 

@@ -12,7 +12,6 @@ from hydradgl.errors import ConfigError
 from hydradgl.model.layers import EdgeGeometry
 from hydradgl.plugins import ConvContext, ConvSpec
 
-
 VECTOR_EPS = 1e-8  # inside the square root of a vector length: finite gradients at zero length
 
 
@@ -82,8 +81,8 @@ class EGNNConv(nn.Module):
         node_in = (3 if vector_features else 2) * dim
         self.node_net = nn.Sequential(nn.Linear(node_in, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
-                geometry: EdgeGeometry | None = None) -> torch.Tensor:
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None, *,
+                geometry: EdgeGeometry) -> torch.Tensor:
         d2 = (geometry.dist / geometry.cutoff).square().unsqueeze(1)
         z = graph.u_add_v(self.edge_src(h), self.edge_dst(h)) + d2 * self.edge_dist
         if self.edge_attr is not None:

@@ -49,13 +49,13 @@ class SAGEConv(nn.Module):
         self.fc_neigh = nn.Linear(in_dim, out_dim)
 
     def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
-        if self.aggregator == "mean":
-            neigh = graph.copy_u(h, "mean")
-        elif self.aggregator == "pool":
-            neigh = graph.copy_u(torch.relu(self.fc_pool(h)), "max")
-        else:
+        if self.fc_self is None:  # gcn
             degree = graph.in_degrees().to(h.dtype).unsqueeze(1)
             return self.fc_neigh((graph.copy_u(h, "sum") + h) / (degree + 1))
+        if self.fc_pool is not None:  # pool
+            neigh = graph.copy_u(torch.relu(self.fc_pool(h)), "max")
+        else:  # mean
+            neigh = graph.copy_u(h, "mean")
         return self.fc_self(h) + self.fc_neigh(neigh)
 
 

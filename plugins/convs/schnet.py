@@ -53,8 +53,8 @@ class SchNetConv(nn.Module):
         self.filter_net = nn.Sequential(nn.Linear(edge_dim, filters), ShiftedSoftplus(), nn.Linear(filters, filters))
         self.atom_out = nn.Sequential(nn.Linear(filters, dim), ShiftedSoftplus(), nn.Linear(dim, dim))
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
-                geometry: EdgeGeometry | None = None) -> torch.Tensor:
+    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None, *,
+                geometry: EdgeGeometry) -> torch.Tensor:
         filters = self.filter_net(edge_attr) * geometry.envelope.unsqueeze(1)
         return h + self.atom_out(graph.u_mul_e(self.atom_in(h), filters, "sum"))
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -22,7 +21,8 @@ from hydradgl import hookimpl
 from hydradgl.atomic import atomic_open
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.plugins import DatasetContext, DatasetSpec
-from hydradgl_plugins.datasets.extxyz import KeyTarget, read_extxyz_structures, read_frames, to_structure
+
+from .extxyz import KeyTarget, read_extxyz_structures, read_frames, to_structure
 
 GENERATOR_VERSION = 1
 # EMT's parameters cover these metals in their fcc ground state; its H, C, N, O parameters are meant for
@@ -80,7 +80,8 @@ class EMTAlloyOptions(BaseModel):
     def _step_divides_sites(cls, value: int, info: ValidationInfo) -> int:
         supercell = info.data.get("supercell")  # absent when the supercell itself was invalid
         if supercell is not None and site_count(supercell) % value:
-            raise ValueError(f"{value} does not divide the {site_count(supercell)} sites of supercell {tuple(supercell)}")
+            raise ValueError(
+                f"{value} does not divide the {site_count(supercell)} sites of supercell {tuple(supercell)}")
         return value
 
     @property
@@ -107,7 +108,7 @@ def target_infos(forces: bool) -> dict[str, TargetInfo]:
     return infos
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(element: str) -> tuple[float, float]:
     """EMT's equilibrium fcc lattice constant (A) of a pure element and its energy per atom there (eV)."""
     from ase.build import bulk

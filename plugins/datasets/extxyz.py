@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def _same_widths(structures: list[Structure], arrays: str, key_path: str) -> dic
 
 
 def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None,
-                 node_inputs: list[str] = ()) -> Structure:
+                 node_inputs: Sequence[str] = ()) -> Structure:
     values = {}
     # ASE moves standard keys (energy, forces, stress...) from info/arrays into a calculator's results.
     results = atoms.calc.results if atoms.calc is not None else {}
@@ -80,11 +81,13 @@ def to_structure(atoms, source: str, targets: dict[str, KeyTarget] | None = None
             len(atoms), -1)
     cell = np.array(atoms.cell[:]) if atoms.cell.rank == 3 else None
     return Structure(numbers=atoms.numbers.astype(np.int64), positions=atoms.positions.astype(float), cell=cell,
-                     pbc=tuple(bool(p) for p in atoms.pbc), targets=values, node_inputs=inputs, source=source)
+                     pbc=(bool(atoms.pbc[0]), bool(atoms.pbc[1]), bool(atoms.pbc[2])), targets=values,
+                     node_inputs=inputs, source=source)
 
 
 def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
-    structures, skipped = [], []
+    structures: list[Structure] = []
+    skipped: list[str] = []
     for path in list_files(options.path, options.pattern):
         try:
             frames = read_frames(path)
@@ -99,9 +102,9 @@ def load_extxyz(options: ExtxyzOptions, context: DatasetContext) -> RawDataset:
     dims = _same_widths(structures, "node_inputs", "node input")
     widths = _same_widths(structures, "targets", "target")
     infos = {n: t.info(dim=widths[n]) for n, t in options.targets.items()}
-    return RawDataset(structures=structures, targets=infos, node_inputs=dims, fingerprint=fingerprint_extxyz(options, context),
-                      skipped=skipped, log=[f"extxyz: {len(structures)} structures",
-                                            *([skip_summary(skipped)] if skipped else [])])
+    return RawDataset(structures=structures, targets=infos, node_inputs=dims,
+                      fingerprint=fingerprint_extxyz(options, context), skipped=skipped,
+                      log=[f"extxyz: {len(structures)} structures", *([skip_summary(skipped)] if skipped else [])])
 
 
 def read_extxyz_structures(path: Path, options: ExtxyzOptions | None) -> list[Structure]:

@@ -23,7 +23,8 @@ from hydradgl.atomic import default_mode, remove_stale_temporaries, temp_prefix
 from hydradgl.data.cache import unwritable_cache
 from hydradgl.data.records import RawDataset
 from hydradgl.plugins import DatasetContext, DatasetSpec
-from hydradgl_plugins.datasets.lsms import LSMSOptions, load_lsms, read_lsms_structures, write_lsms
+
+from .lsms import LSMSOptions, load_lsms, read_lsms_structures, write_lsms
 
 FE, PT = 26, 78
 GENERATOR_VERSION = 1
@@ -177,7 +178,8 @@ def load_fept(options: FePtOptions, context: DatasetContext) -> RawDataset:
         except OSError as exc:
             raise unwritable_cache(exc) from None
     raw = load_lsms(options.lsms(folder, "*.lsms"), context)
-    raw.log[:0] = [*notes, f"fept: {len(raw.structures)} configurations as LSMS files in {folder}"
+    count = len(raw.structures) if isinstance(raw.structures, list) else "the"  # load_lsms gives a list
+    raw.log[:0] = [*notes, f"fept: {count} configurations as LSMS files in {folder}"
                    + (" (generated now)" if generated else "")]
     return raw
 

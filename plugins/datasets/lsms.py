@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Iterable, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
@@ -247,18 +248,21 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
     log = [skip_summary(skipped)] if skipped else []
     numbers_of = [t[:, 0].astype(np.int64) for _, _, t in parsed]
     derived = list(options.derived)
+    refs: dict[int, float] = {}
     if "H" in derived:
         energies = [float(_column(g, options.energy_column, "energy_column", p)[0]) for p, g, _ in parsed]
-        refs = _reference_energies(options, numbers_of, energies, log)
-        if isinstance(refs, str):
+        found = _reference_energies(options, numbers_of, energies, log)
+        if isinstance(found, str):
             if context.targets is None or "H" in context.targets:
-                raise DataError(refs)
+                raise DataError(found)
             derived.remove("H")  # no head predicts H: leave it out instead of failing
-            log.append(f"H not derived (no head predicts it): {refs}")
+            log.append(f"H not derived (no head predicts it): {found}")
+        else:
+            refs = found
     cell = np.array(options.cell, dtype=float) if options.cell is not None else None
     structures = []
     for (path, graph, table), numbers in zip(parsed, numbers_of):
-        targets = {}
+        targets: dict[str, np.ndarray] = {}
         if "H" in derived:
             ref = sum(refs[int(z)] for z in numbers)
             targets["H"] = _column(graph, options.energy_column, "energy_column", path) - ref
@@ -270,7 +274,7 @@ def load_lsms(options: LSMSOptions, context: DatasetContext) -> RawDataset:
             targets[name] = _column(graph if spec.level == "graph" else table, spec.column,
                                     f"extra_targets.{name}.column", path)
         structures.append(_structure(path, table, numbers, cell, options, targets))
-    infos = {n: t for n, t in derived_targets(options).items() if n in derived}
+    infos: dict[str, TargetInfo] = {n: t for n, t in derived_targets(options).items() if n in derived}
     infos.update({n: s.info() for n, s in options.extra_targets.items()})
     return RawDataset(structures=structures, targets=infos, node_inputs={n: 1 for n in options.input_columns},
                       fingerprint=digest.hexdigest(), log=log, skipped=skipped)

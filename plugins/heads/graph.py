@@ -25,7 +25,7 @@ class GraphHeadOptions(BaseModel):
                            "first (the paper's head). Not with a max readout.")
 
     @model_validator(mode="after")
-    def _pooled_outputs(self) -> "GraphHeadOptions":
+    def _pooled_outputs(self) -> GraphHeadOptions:
         if self.per_atom and self.readout == "max":
             raise ValueError("per_atom needs a sum or mean readout (a max of atomic outputs is not a contribution "
                              "model); set readout to sum or mean, or per_atom to false")
