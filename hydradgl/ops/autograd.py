@@ -1,12 +1,24 @@
-"""Autograd functions behind :class:`~hydradgl.ops.graph.MessageGraph`'s dgl path on CPU: forward on a
-fast kernel, backward written out so that it too avoids DGL's slow CPU kernels.
+"""Autograd functions behind :class:`~hydradgl.ops.graph.MessageGraph`'s dgl path: forward on a fast
+kernel, backward written out so that it too avoids DGL's slow CPU kernels.
 
 Each takes the graph as its first argument and calls only its index tensors and edge-to-node sums.
+Every backward pass is made of differentiable torch ops (torch's CSR product included), so it has a
+derivative itself: forces trained by autograd (``create_graph=True``) need the second derivative.
 """
 
 from __future__ import annotations
 
 import torch
+
+from hydradgl.dglcompat import dgl
+
+
+def scatter_to_winners(grad: torch.Tensor, winner: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, F...): each element of ``grad`` (R, F...) sent to row ``winner`` (R, F...) of the input, where
+    ``winner == n`` marks an output without a winner (it gets nothing). Linear in ``grad``, so twice
+    differentiable."""
+    return grad.new_zeros((n + 1, *grad.shape[1:])).scatter_add_(0, winner, grad.contiguous())[:n]
+
 
 class EdgeSum(torch.autograd.Function):
     """:meth:`MessageGraph.reduce` sum on DGL's gspmm, with the backward pass a plain gather of the
@@ -62,6 +74,39 @@ class CopyUExtremum(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (winner,) = ctx.saved_tensors  # source node per output element; N where a node has no edges
-        n = grad.shape[0]
-        grad_x = grad.new_zeros((n + 1, *grad.shape[1:])).scatter_add_(0, winner, grad.contiguous())
-        return None, grad_x[:n], None
+        return None, scatter_to_winners(grad, winner, grad.shape[0]), None
+
+
+class SegmentSum(torch.autograd.Function):
+    """:meth:`MessageGraph.readout` sum on CPU with torch's segment_reduce (faster there than DGL's),
+    with the backward pass a broadcast of the output gradient to each graph's nodes: segment_reduce's
+    own backward has no derivative."""
+
+    @staticmethod
+    def forward(ctx, graph, h):
+        ctx.graph = graph
+        return torch.segment_reduce(h, "sum", lengths=graph.batch_num_nodes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, ctx.graph.broadcast(grad)
+
+
+class SegmentMax(torch.autograd.Function):
+    """:meth:`MessageGraph.readout` max on DGL's segment kernel (0 for a graph without nodes, as DGL's
+    ``segment_reduce``), with the backward pass a scatter to the winning nodes: DGL's own backward is
+    a raw kernel call that a second derivative cannot see through."""
+
+    @staticmethod
+    def forward(ctx, graph, h):
+        offsets = torch.cat([graph.batch_num_nodes.new_zeros(1), graph.batch_num_nodes.cumsum(0)])
+        out, arg = dgl._sparse_ops._segment_reduce("max", h, offsets)
+        n = h.shape[0]
+        ctx.save_for_backward(torch.where(arg < 0, n, arg))  # DGL's arg is -1 for a graph without nodes
+        ctx.n = n
+        return out.masked_fill(out.isinf(), 0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (winner,) = ctx.saved_tensors
+        return None, scatter_to_winners(grad, winner, ctx.n)

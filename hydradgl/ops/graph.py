@@ -13,11 +13,11 @@ each with two implementations:
 * ``torch``: plain torch (``index_select``, ``index_add_``, ``scatter_reduce``) on the edge index
   tensors. Runs on any device torch supports.
 
-Both paths compute the same function, gradients included: a max (min) over no edges is 0, and when
-several edges tie for the max the gradient goes to the one with the lowest edge id, as DGL's kernels
-do. Reductions go from edges to their destination node (``dst``); ``u`` is the source node of an
-edge, ``v`` its destination, ``e`` the edge itself (DGL's naming). PNA's fused edge-basis operations
-live in :mod:`hydradgl.ops.pna_fused`.
+Both paths compute the same function, gradients included (second derivatives too, which forces
+trained by autograd need): a max (min) over no edges is 0, and when several edges tie for the max the
+gradient goes to the one with the lowest edge id, as DGL's kernels do. Reductions go from edges to their
+destination node (``dst``); ``u`` is the source node of an edge, ``v`` its destination, ``e`` the edge
+itself (DGL's naming). PNA's fused edge-basis operations live in :mod:`hydradgl.ops.pna_fused`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 
 from hydradgl.dglcompat import dgl
-from hydradgl.ops.autograd import CopyUExtremum, EdgeSum, UAddV
+from hydradgl.ops.autograd import CopyUExtremum, EdgeSum, SegmentMax, SegmentSum, UAddV
 from hydradgl.ops.extremum import as_rows, extremum
 
 Backend = Literal["dgl", "torch"]
@@ -229,7 +229,7 @@ class MessageGraph:
     def _dgl_spmm(self, binary: str, op: Reduce, lhs, rhs) -> torch.Tensor:
         out = dgl.ops.gspmm(self.dgl, binary, op, lhs, rhs)
         if op in ("max", "min"):  # DGL leaves -inf/inf on nodes without edges: those are 0 here
-            out = torch.where((self.in_degrees() > 0).unsqueeze(-1), out, out.new_zeros(()))
+            out = torch.where(as_rows(self.in_degrees() > 0, out.dim()), out, out.new_zeros(()))
         return out
 
     def _torch_reduce(self, op: Reduce, x: torch.Tensor | None, e: torch.Tensor | None, combine=None) -> torch.Tensor:
@@ -273,10 +273,10 @@ class MessageGraph:
     def readout(self, h: torch.Tensor, op: Literal["sum", "mean", "max"] = "sum") -> torch.Tensor:
         """(B, F): ``op`` over each graph's nodes (0 for a graph without nodes)."""
         if self.backend == "dgl" and op != "max" and h.device.type == "cpu":  # torch's kernel beats DGL's on CPU
-            out = torch.segment_reduce(h, "sum", lengths=self.batch_num_nodes)
+            out = SegmentSum.apply(self, h)
             return out if op == "sum" else out / as_rows(self.batch_num_nodes.clamp(min=1).to(h.dtype), h.dim())
         if self.backend == "dgl" and self.num_nodes > 0:  # DGL's mean over a batch without nodes is NaN
-            return dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
+            return SegmentMax.apply(self, h) if op == "max" else dgl.ops.segment_reduce(self.batch_num_nodes, h, op)
         if op == "max" and self.num_nodes > 0:
             row_ids = self._row_ids(h, "nodes")
             best, winner, found = extremum(h.detach(), self.node_graph(), self.num_graphs, "max", row_ids)

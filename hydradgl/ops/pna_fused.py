@@ -61,20 +61,29 @@ def _edge_winners(graph: MessageGraph, x: torch.Tensor, e: torch.Tensor,
     return torch.where(found, u.gather(0, winner), best), winner
 
 
+def _edge_terms(graph: MessageGraph, x: torch.Tensor, basis: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(E, F): ``x[src] + basis @ weight.T`` (in place: addmm would copy the gather first)."""
+    return x.index_select(0, graph.src).addmm_(basis, weight.T)
+
+
 class _Moments(torch.autograd.Function):
-    """:func:`u_add_e_moments` on the dgl path (edge-to-node sums on ``_sum_into``)."""
+    """:func:`u_add_e_moments` on the dgl path (edge-to-node sums on ``_sum_into``). The backward pass
+    uses the ``u`` kept from the forward pass, except under ``create_graph``: there it forms ``u`` again
+    from the inputs, with autograd on, so that the second derivative sees ``2 u g2`` depend on them."""
 
     @staticmethod
     def forward(ctx, graph, x, basis, weight):
-        u = x.index_select(0, graph.src).addmm_(basis, weight.T)  # in place: addmm would copy the gather first
+        u = _edge_terms(graph, x, basis, weight)
         ctx.graph = graph
-        ctx.save_for_backward(u, basis, weight)
+        ctx.save_for_backward(u, x, basis, weight)
         return torch.cat([graph._sum_into("to_dst", u), graph._sum_into("to_dst", u * u)], dim=1)
 
     @staticmethod
     def backward(ctx, grad):
-        u, basis, weight = ctx.saved_tensors
+        u, x, basis, weight = ctx.saved_tensors
         graph = ctx.graph
+        if torch.is_grad_enabled():  # create_graph: the same float ops, so the same u
+            u = _edge_terms(graph, x, basis, weight)
         g1, g2 = (part.contiguous().index_select(0, graph.dst) for part in grad.chunk(2, dim=1))
         grad_u = g1.addcmul_(u, g2, value=2.0)  # contiguous operands: faster than on slices; g1 is ours
         grad_x = graph._sum_into("to_src", grad_u) if ctx.needs_input_grad[1] else None
