@@ -27,6 +27,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from hydradgl.api import TrainedModel, load, structure_from_atoms
 from hydradgl.data.batch import Batch
 from hydradgl.errors import ConfigError, HydraError
+from hydradgl.model.assembler import SmoothnessWarning
 from hydradgl.ops import MessageGraph
 
 #: Head units the calculator converts to eV for ``energy`` ("" counts as eV).
@@ -37,11 +38,6 @@ NODE_PROPERTIES = ("energies", "charges", "magmoms")
 
 class ForcesUnavailable(HydraError, PropertyNotImplementedError):
     """Forces or stress were asked of a model whose energy does not depend on interatomic distances."""
-
-
-class SmoothnessWarning(UserWarning):
-    """Forces were asked of a model whose energy is not smooth in the positions: it jumps when a
-    neighbour crosses the cutoff, or follows a max/min among equivalent neighbours."""
 
 
 class HydraCalculator(Calculator):
@@ -89,7 +85,7 @@ class HydraCalculator(Calculator):
             # dynamic: one compiled graph serves every atom and edge count (MD changes the edges each step)
             self._outputs = torch.compile(self._cell_outputs, dynamic=True,
                                           options=_compile_options(self.model.device))
-        self.mapping = dict(properties) if properties is not None else {h: h for h in self.model.heads}
+        self.mapping = dict(properties) if properties is not None else default_properties(self.model)
         self._check_mapping()
         self.implemented_properties = list(self.mapping)
         if "energy" in self.mapping:
@@ -232,6 +228,20 @@ class HydraCalculator(Calculator):
             vec = r[dst] - r[src] - images @ (lattice @ deform)
             batches.append(Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec))
         return self.model.outputs(batches, set(self.mapping.values()))
+
+
+def default_properties(model: TrainedModel) -> dict[str, str]:
+    """ASE result name -> head: every head under its own name, except that a model with one potential
+    head gives it as ``energy`` (forces and stress then come from its derivatives, computed here) and
+    the potential's derived forces head is left out."""
+    potentials = model.members[0].model.potential_heads
+    derived = {forces for forces in potentials.values() if forces is not None}
+    mapping = {h: h for h in model.heads if h not in derived}
+    if len(potentials) == 1:
+        (name,) = potentials
+        del mapping[name]
+        mapping["energy"] = name
+    return mapping
 
 
 @dataclass

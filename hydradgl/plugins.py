@@ -125,6 +125,7 @@ class HeadContext:
 
     activation: str
     target: Any = None  # hydradgl.data.records.TargetInfo
+    species: tuple[int, ...] = ()  # proton numbers, in the order of Batch.species' indices
 
 
 @dataclass(frozen=True)
@@ -134,10 +135,17 @@ class HeadSpec(PluginSpec):
     The module's ``forward(graph, h)`` returns (B, out_dim) for ``level="graph"`` heads and
     (N, out_dim) for ``level="node"`` heads; ``layers`` are the hidden FC widths. ``kernels``: as for
     :class:`ConvSpec`.
+
+    ``energy=True`` declares a potential: the module's ``forward(graph, h, species)`` returns each
+    graph's total energy (B, 1) in the target's physical unit, the model differentiates it for the
+    forces, and before training ``fit_statistics(counts, energy, forces)`` gets the training split's
+    element counts (G, S), energies (G,) and force components (or None). Its options name the force
+    target and its loss weight as ``forces`` and ``force_weight``.
     """
 
     level: Literal["graph", "node"] = "graph"
     kernels: tuple[str, ...] = ("dgl",)
+    energy: bool = False
 
 
 @dataclass(frozen=True)

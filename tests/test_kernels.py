@@ -221,9 +221,13 @@ def test_every_head_agrees_on_both_paths(registry, graph_name):
         for raw in option_sets:
             torch.manual_seed(0)
             options = parse_options(spec.options, raw, "heads[0].options", plugin=spec.name)
-            head = spec.factory(WIDTH, 2, [5, 4], options, HeadContext(activation="relu")).double()
+            context = HeadContext(activation="relu", species=(26, 78))
+            head = spec.factory(WIDTH, 1 if spec.energy else 2, [5, 4], options, context).double()
             h = features(graph.num_nodes, 8).repeat(1, 2)
-            assert_paths_agree(lambda path, h: head(graph.using(path), h), [h], list(head.parameters()))
+            species = torch.arange(graph.num_nodes) % 2
+            call = (lambda path, h: head(graph.using(path), h, species)) if spec.energy else (
+                lambda path, h: head(graph.using(path), h))
+            assert_paths_agree(call, [h], list(head.parameters()))
 
 
 def test_builtin_plugins_run_on_both_paths(registry):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from typing import Collection
 
+import numpy as np
 import torch
 from torch import nn
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options
 from hydradgl.data.batch import Batch
+from hydradgl.data.normalize import Normalizer
 from hydradgl.data.records import DatasetInfo
+from hydradgl.errors import ConfigError
+from hydradgl.model.derivatives import forces_from_edges
 from hydradgl.model.heads import HeadDescription, describe_heads
 from hydradgl.model.layers import EdgeGeometry, GaussianExpansion
 from hydradgl.model.layers import activation as _activation
@@ -37,9 +43,25 @@ class EdgeFeatures(nn.Module):
         return dist[:, None] if self.expand is None else self.expand(dist)
 
 
+class TargetScale(nn.Module):
+    """A target's normalization ``(y - lo) / span`` inside the model (for potentials, whose heads work in
+    physical units); not saved with the weights: it is rebuilt from the run's dataset statistics."""
+
+    def __init__(self, lo, span):
+        super().__init__()
+        self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float32), persistent=False)
+        self.register_buffer("span", torch.as_tensor(span, dtype=torch.float32), persistent=False)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.lo) / self.span
+
+
 class HydraModel(nn.Module):
     """Shared trunk + heads. ``forward(batch)`` returns normalized predictions keyed by head name:
-    (B, d) for graph heads, (N, d) for node heads.
+    (B, d) for graph heads, (N, d) for node heads. A potential head (a head plugin with ``energy=True``)
+    gives each graph's energy in physical units, normalized here; its forces ``-dE/dr`` (the derived
+    head ``forces_of`` it) come from :func:`~hydradgl.model.derivatives.forces_from_edges`, with the
+    double-backward graph kept while autograd is on (training on forces).
 
     Args:
         n_species: rows of the element embedding (``Batch.species`` indexes it).
@@ -52,11 +74,14 @@ class HydraModel(nn.Module):
         norm: normalization after each conv (batch, layer, none).
         activation: activation after each normalization.
         needs_edges: whether any conv reads the edge features (else they are not computed).
+        energy_scales: for each potential head, and each derived forces head, its target's
+            normalization (:class:`TargetScale`), keyed by head name.
     """
 
     def __init__(self, n_species: int, hidden: int, convs: list[nn.Module], heads: dict[str, nn.Module],
                  descriptions: list[HeadDescription], edge_features: "EdgeFeatures", input_dim: int = 0,
-                 norm: str = "batch", activation: str = "relu", needs_edges: bool = True):
+                 norm: str = "batch", activation: str = "relu", needs_edges: bool = True,
+                 energy_scales: dict[str, TargetScale] | None = None):
         super().__init__()
         self.embedding = nn.Embedding(n_species, hidden)
         self.input_proj = nn.Linear(input_dim, hidden, bias=False) if input_dim else None
@@ -70,6 +95,7 @@ class HydraModel(nn.Module):
         self.act = _activation(activation)
         self.heads = nn.ModuleDict(heads)
         self.head_descriptions = list(descriptions)
+        self.energy_scales = nn.ModuleDict(energy_scales or {})
         #: The kernel paths each plugin of this model declares (see resolve_kernels); build_model fills it.
         self.plugin_kernels: dict[str, tuple[str, ...]] = {}
 
@@ -119,11 +145,61 @@ class HydraModel(nn.Module):
             h = self.act(norm(out))
         return h
 
+    @property
+    def potential_heads(self) -> dict[str, str | None]:
+        """Each potential head's name and the name of its derived forces head (None without one)."""
+        forces = {d.forces_of: d.name for d in self.head_descriptions if d.forces_of is not None}
+        return {name: forces.get(name) for name in self.heads if name in self.energy_scales}
+
     def forward(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Every head's output, or only those named in ``heads``."""
+        wanted = [d for d in self.head_descriptions if heads is None or d.name in heads]
+        forces = [d for d in wanted if d.forces_of is not None]
+        modules = list(dict.fromkeys([d.name for d in wanted if d.forces_of is None] + [d.forces_of for d in forces]))
+        if not forces:
+            return self._outputs(batch, modules)
+        differentiable = torch.is_grad_enabled()
+        with torch.enable_grad():
+            vec = batch.edge_vec if batch.edge_vec.requires_grad else batch.edge_vec.detach().requires_grad_(True)
+            batch = replace(batch, edge_vec=vec, edge_dist=torch.linalg.norm(vec, dim=1))
+            physical: dict[str, torch.Tensor] = {}
+            out = self._outputs(batch, modules, physical)
+            graph = batch.graph.using(self.kernels)
+            for d in forces:
+                value = forces_from_edges(physical[d.forces_of], vec, graph, create_graph=differentiable)
+                out[d.name] = self.energy_scales[d.name](value)
+        return out if differentiable else {name: value.detach() for name, value in out.items()}
+
+    def _outputs(self, batch: Batch, names: list[str],
+                 physical: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The named heads' normalized outputs; potential heads' physical energies also into ``physical``."""
         h = self.trunk(batch)
         graph = batch.graph.using(self.kernels)
-        return {name: head(graph, h) for name, head in self.heads.items() if heads is None or name in heads}
+        out = {}
+        for name in names:
+            if name in self.energy_scales:
+                energy = self.heads[name](graph, h, batch.species)
+                if physical is not None:
+                    physical[name] = energy
+                out[name] = self.energy_scales[name](energy)
+            else:
+                out[name] = self.heads[name](graph, h)
+        return out
+
+    def fit_energy_statistics(self, graphs) -> None:
+        """Hand every potential head the training split's element counts, energies and force components
+        (physical units), from which it fits its reference energies and scale (before training)."""
+        d = {x.name: x for x in self.head_descriptions}
+        for name, forces_head in self.potential_heads.items():
+            physical = graphs.with_normalizer(None)
+            n_graphs, n_species = len(physical), self.embedding.num_embeddings
+            owner = np.repeat(np.arange(n_graphs), physical.num_nodes)
+            counts = np.zeros((n_graphs, n_species))
+            np.add.at(counts, (owner, physical.species), 1.0)
+            energy = np.asarray(physical.graph_targets[d[name].target], dtype=np.float64).reshape(-1)
+            forces = (None if forces_head is None else
+                      np.asarray(physical.node_targets[d[forces_head].target], dtype=np.float64))
+            self.heads[name].fit_statistics(counts, energy, forces)
 
 
 def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = None) -> HydraModel:
@@ -138,15 +214,45 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     # The spec declares whether its layers read edge features; a module attribute can say no as well.
     needs_edges = conv_spec.reads_edges(conv_options) and any(getattr(c, "uses_edge_features", True) for c in convs)
     descriptions = describe_heads(cfg, info, registry)
-    heads = {}
+    heads, scales = {}, {}
+    normalizer = Normalizer.from_info(info)
     kernels = {f"conv plugin {m.conv!r}": tuple(conv_spec.kernels)}
-    for i, d in enumerate(descriptions):
+    for i, (head_cfg, d) in enumerate(zip(cfg.heads, descriptions)):  # the derived heads come last: no module
         spec = registry.head(d.kind)
-        options = parse_options(spec.options, cfg.heads[i].options, f"heads[{i}].options", plugin=spec.name)
-        heads[d.name] = spec.factory(m.hidden, d.dim, cfg.heads[i].layers, options, HeadContext(activation=m.activation, target=info.targets[d.target]))
+        options = parse_options(spec.options, head_cfg.options, f"heads[{i}].options", plugin=spec.name)
+        context = HeadContext(activation=m.activation, target=info.targets[d.target], species=tuple(info.species))
+        heads[d.name] = spec.factory(m.hidden, d.dim, head_cfg.layers, options, context)
         kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
+        if spec.energy:
+            scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])
+    for d in descriptions[len(cfg.heads):]:
+        scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])
     model = HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
                        input_dim=sum(info.node_inputs.values()), norm=m.norm, activation=m.activation,
-                       needs_edges=needs_edges)
+                       needs_edges=needs_edges, energy_scales=scales)
     model.plugin_kernels = kernels
+    _check_potentials(model, cfg.model.conv)
     return model
+
+
+class SmoothnessWarning(UserWarning):
+    """Forces were asked of a model whose energy is not smooth in the positions: it jumps when a
+    neighbour crosses the cutoff, or follows a max/min among equivalent neighbours."""
+
+
+def _check_potentials(model: HydraModel, conv: str) -> None:
+    """Refuse forces of an energy that does not depend on distances; warn when it is not smooth."""
+    if not any(forces for forces in model.potential_heads.values()):
+        return
+    if not model.depends_on_distances:
+        raise ConfigError(f"model.conv: {conv!r} reads neither edge features nor the geometry here, so its "
+                          "energy does not depend on interatomic distances and has no forces; use a "
+                          "distance-aware conv (e.g. schnet, egnn, cgcnn or pna with edge features)")
+    reasons = []
+    if not model.smooth_at_cutoff:
+        reasons.append(f"{conv!r} (with these options) is not smooth at the cutoff, so the energy jumps when a "
+                       "neighbour crosses it (an envelope option, where the conv has one, fixes that)")
+    if model.uses_extrema:
+        reasons.append("a max or min aggregation makes forces follow one of tied neighbours")
+    if reasons:
+        warnings.warn(f"potential: {'; '.join(reasons)}", SmoothnessWarning, stacklevel=2)

@@ -159,10 +159,12 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
         raise TrainingError(f"{resume}: the dataset or its split changed since this run started "
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
+    if state is None:
+        model.fit_energy_statistics(data.train)
     cfg = resolve_plugin_options(cfg, registry, {name: t.level for name, t in data.info.targets.items()})
     model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
-            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions}}
+            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions if h.forces_of is None}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
@@ -172,7 +174,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
             raise TrainingError(f"{Path(resume) / 'last.pt'} does not fit {Path(resume) / 'config.yaml'} "
                                 f"({str(exc).splitlines()[0]}); the two come from different runs") from None
         say(f"resumed {resume} after epoch {trainer.epoch}")
-    heads = [h.name for h in cfg.heads]
+    heads = [h.name for h in model.head_descriptions]
     if runtime.is_main:
         save_config(cfg, run_dir / "config.yaml")
         save_split(run_dir / SPLIT_FILE, (data.train.rows, data.val.rows, data.test.rows), len(data.train.base))

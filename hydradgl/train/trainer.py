@@ -169,7 +169,7 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------
     def train_epoch(self, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, float], int]:
         """One pass over this rank's shard; mean batch loss per head (over all ranks) and graphs seen."""
-        names = [h.name for h in self.cfg.heads]
+        names = [h.name for h in self.model.head_descriptions]
         sums = torch.zeros(len(names) + 2, dtype=torch.float64, device=self.runtime.device)
         self.loader.set_epoch(self.epoch)
         self.net.train()
@@ -212,7 +212,7 @@ class Trainer:
                 recompute_batch_norm(self.evaluated, self.data.train, self.cfg.training.precise_bn_graphs,
                                      self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.evaluated, self.cfg, self.data.val, self.normalizer, self.runtime)
-            val_total = sum(h.alpha * val[h.name]["loss"] for h in self.cfg.heads)
+            val_total = sum(h.weight * val[h.name]["loss"] for h in self.model.head_descriptions)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_total)
             elif self.scheduler:

@@ -1,0 +1,150 @@
+"""The potential head: forces -dE/dr in the loss (from the edge vectors) equal to the calculator's
+derivatives through the positions and to finite differences, reference energies fitted by least squares
+and saved with the model, training on forces beating zero forces, a calculator without ``properties=``,
+and the refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.calculators.fd import calculate_numerical_forces
+
+import hydradgl
+from hydradgl.configio import load_config
+from hydradgl.data.pipeline import prepare_data
+from hydradgl.errors import ConfigError
+from hydradgl.model.assembler import build_model
+from hydradgl.train.run import train_run
+
+EMT = {"dataset.name": "emt-alloy", "dataset.options": {"per_composition": 4, "forces": True},
+       "graph.radius": 4.0, "graph.periodic": True, "model.conv": "schnet", "model.hidden": 16,
+       "model.layers": 2, "training.batch_size": 8, "training.lr": 5e-3, "training.device": "cpu",
+       "training.threads": 2}
+POTENTIAL = {"name": "energy", "kind": "potential", "options": {"forces": "forces", "force_weight": 10.0}}
+
+
+def emt_config(tmp_path=None, **overrides):
+    base = {**EMT, "heads": [POTENTIAL], "training.epochs": 2}
+    if tmp_path is not None:
+        base["output_dir"] = str(tmp_path / "run")
+    return load_config(None, {**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def emt_prepared(registry):
+    return prepare_data(emt_config(), registry)
+
+
+@pytest.fixture(scope="module")
+def potential_run(tmp_path_factory, emt_prepared):
+    cfg = emt_config(tmp_path_factory.mktemp("potential"), **{"training.epochs": 30, "training.patience": None})
+    return train_run(cfg, data=emt_prepared, quiet=True, plots_enabled=False)
+
+
+def emt_cell(seed: int = 0) -> Atoms:
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.7, cubic=True).repeat((2, 2, 2))
+    rng = np.random.default_rng(seed)
+    atoms.numbers = np.where(rng.random(len(atoms)) < 0.5, 29, 79)
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.01 * rng.standard_normal((3, 3))), scale_atoms=True)
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def test_the_forces_head_is_reported_and_beats_zero_forces(potential_run, emt_prepared):
+    assert set(potential_run.test) == {"energy", "forces"}
+    assert potential_run.test["forces"]["unit"] == "eV/A" and potential_run.test["forces"]["level"] == "node"
+    true = emt_prepared.test.with_normalizer(None).node_targets["forces"]
+    zero_forces = float(np.sqrt(np.mean(true.astype(np.float64) ** 2)))
+    assert potential_run.test["forces"]["rmse_phys"] < 0.85 * zero_forces
+
+
+def test_model_forces_equal_the_calculators_and_finite_differences(potential_run):
+    model = hydradgl.load(potential_run.run_dir)
+    from hydradgl.ase import HydraCalculator
+
+    calc = HydraCalculator(model, dtype=torch.float64, skin=0.0)
+    assert calc.mapping == {"energy": "energy"}  # no properties= needed; the derived head is left out
+    atoms = emt_cell()
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    numerical = calculate_numerical_forces(atoms, eps=1e-5)  # small steps: ReLU kinks are not crossed
+    np.testing.assert_allclose(forces, numerical, atol=1e-7 * max(1.0, np.abs(forces).max()))
+    # The model's own forces head (edge-vector derivatives, float32) gives the same forces.
+    predicted = model.predict([atoms]).atoms[["forces[0]", "forces[1]", "forces[2]"]].to_numpy()
+    np.testing.assert_allclose(predicted, forces, atol=2e-3 * np.abs(forces).max())
+
+
+def test_reference_energies_are_the_least_squares_fit_and_travel_with_the_model(potential_run, emt_prepared):
+    train = emt_prepared.train.with_normalizer(None)
+    species = train.species
+    owner = np.repeat(np.arange(len(train)), train.num_nodes)
+    counts = np.zeros((len(train), len(emt_prepared.info.species)))
+    for g, s in zip(owner, species):
+        counts[g, s] += 1
+    energy = train.graph_targets["energy"][:, 0].astype(np.float64)
+    expected = np.linalg.lstsq(counts, energy, rcond=None)[0]
+    head = hydradgl.load(potential_run.run_dir).members[0].model.heads["energy"]
+    np.testing.assert_allclose(head.e0.double().numpy(), expected, rtol=1e-5)
+    forces = train.node_targets["forces"].astype(np.float64)
+    assert float(head.scale) == pytest.approx(np.sqrt(np.mean(forces ** 2)), rel=1e-5)
+
+
+def test_given_reference_energies_are_used_as_given(emt_prepared, registry):
+    cfg = emt_config(heads=[{**POTENTIAL, "options": {"e0": {"Cu": -1.0, "Au": -2.0}}}])
+    model = build_model(cfg, emt_prepared.info, registry)
+    model.fit_energy_statistics(emt_prepared.train)
+    by_z = dict(zip(emt_prepared.info.species, model.heads["energy"].e0.tolist()))
+    assert by_z == {29: -1.0, 79: -2.0}
+    with pytest.raises(ConfigError, match=r"no reference energy for Au"):
+        build_model(emt_config(heads=[{**POTENTIAL, "options": {"e0": {"Cu": -1.0}}}]), emt_prepared.info, registry)
+
+
+def test_a_potential_of_a_conv_blind_to_distances_is_refused(emt_prepared, registry):
+    with pytest.raises(ConfigError, match=r"does not depend on interatomic distances"):
+        build_model(emt_config(**{"model.conv": "sage"}), emt_prepared.info, registry)
+
+
+def test_the_forces_option_must_name_a_vector_node_target(emt_prepared, registry):
+    with pytest.raises(ConfigError, match=r"heads\[0\]\.options\.forces: 'atom_energy' is a node-level target with "
+                                          r"1 component.*here: forces"):
+        build_model(emt_config(heads=[{**POTENTIAL, "options": {"forces": "atom_energy"}}]), emt_prepared.info,
+                    registry)
+    with pytest.raises(ConfigError, match=r"'forces' is not in the dataset"):
+        build_model(emt_config(**{"dataset.options": {"per_composition": 4}}),
+                    prepare_data(emt_config(**{"dataset.options": {"per_composition": 4}}), registry).info,
+                    registry)
+
+
+def test_a_head_named_like_the_forces_is_refused(emt_prepared, registry):
+    cfg = emt_config(heads=[POTENTIAL, {"name": "forces", "target": "atom_energy"}])
+    with pytest.raises(ConfigError, match=r"'energy''s forces are reported as 'forces', which another head"):
+        build_model(cfg, emt_prepared.info, registry)
+
+
+def test_force_loss_gradients_agree_on_both_kernel_paths(emt_prepared, registry):
+    """One force-loss gradient per kernel path, compared with the other path's (float64)."""
+    from hydradgl.data.loader import BatchLoader
+    from hydradgl.model.loss import MultiTaskLoss
+
+    torch.manual_seed(0)
+    model = build_model(emt_config(), emt_prepared.info, registry).double()
+    model.fit_energy_statistics(emt_prepared.train)
+    batch = next(iter(BatchLoader(emt_prepared.train, 8, shuffle=False)))
+    batch = type(batch)(**{**batch.__dict__, "edge_vec": batch.edge_vec.double(), "edge_dist": batch.edge_dist.double(),
+                           "node_inputs": batch.node_inputs.double(),
+                           "graph_targets": {k: v.double() for k, v in batch.graph_targets.items()},
+                           "node_targets": {k: v.double() for k, v in batch.node_targets.items()}})
+    grads = {}
+    for path in ("dgl", "torch"):
+        model.kernels = path
+        model.zero_grad()
+        total, _ = MultiTaskLoss(model.head_descriptions)(model(batch), batch)
+        total.backward()
+        grads[path] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert grads["dgl"] and len(grads["dgl"]) == len(grads["torch"])
+    for a, b in zip(grads["dgl"], grads["torch"]):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
