@@ -8,7 +8,7 @@ least-squares fit on composition (graph targets) / the per-element mean (node ta
 options have ``use_edge_features`` runs twice, with and without. Also: seconds per epoch and training
 graphs/s (median over the epochs after the first, which includes warm-up).
 
-Issue 8 targets (default model on emt-alloy, 10 minutes on 2 cores): total-energy RMSE <= 0.15x the
+Targets (default model on emt-alloy, 10 minutes on 2 cores): total-energy RMSE <= 0.15x the
 composition fit, |F| RMSE <= 0.3x the per-element mean.
 
 Usage: python benchmarks/bench_accuracy.py [--datasets emt-alloy,fept] [--convs pna,sage] [--epochs N]

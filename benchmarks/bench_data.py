@@ -1,7 +1,7 @@
 """Data pipeline speed: prepare the full-size FePt set (~28,000 graphs, 7 A, no periodic images) from
 scratch, reload it from the processed cache, and collate batches of 64.
 
-Targets (issue 3): prepare < 60 s, reload < 5 s on 2 cores.
+Targets: prepare < 60 s, reload < 5 s on 2 cores.
 Usage: python benchmarks/bench_data.py [--max-per-composition 1000]
 """
 

@@ -6,7 +6,7 @@ Trains ``--members`` runs of the paper's model (seeds 0..N-1) with ``hydradgl.tr
 prints, per head, the test RMSE of the mean, the mean predicted std, the fractions within 1 and 2 std
 and the miscalibration area before and after the validation-fitted calibration factor (the least-area
 scale; the variance-matching one is printed too), and whether the calibrated within-1-std
-fraction meets the issue-10 target (0.6 to 0.75). An existing ensemble directory is evaluated without
+fraction meets the target (0.6 to 0.75). An existing ensemble directory is evaluated without
 training again (``--evaluate-only``).
 """
 

@@ -4,11 +4,11 @@ Default mode: forward+backward of the paper model (6 PNA layers of width 20, hea
 on one batch of 64 FePt graphs, with the same weights on the dgl and the torch path, on the CPU and, when
 torch sees a GPU, on CUDA (the dgl path there only with a CUDA build of DGL): median time, graphs/s, peak
 memory, and the largest difference between the two paths' outputs. Prints the torch/dgl time ratio on
-the CPU (target, issue 9: <= 2).
+the CPU (target: <= 2).
 
 ``--train``: training throughput of the paper configuration on the full-size FePt data (~19,600 training
 graphs) on one device (default: cuda when present) and kernel path (default: auto), as ``hydradgl train``
-runs it; steady-state training graphs/s of the last epoch (target on a GPU, issue 9: >= 20,000 graphs/s
+runs it; steady-state training graphs/s of the last epoch (target on a GPU: >= 20,000 graphs/s
 with batch 64 or larger; report the batch size).
 
 Timings on a machine shared with other jobs are noisy; compare the two paths within one run, with

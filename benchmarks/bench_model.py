@@ -7,7 +7,7 @@ benchmarks/model_variants.py (PNA with and without edge features, cgcnn, schnet,
 round-robin in one process so that load from other jobs hits every variant alike; the ratio to PNA
 without edge features is the figure to compare across machines.
 
-Target (issue 4): our PNA layer >= 2.5x faster than dgl.nn.PNAConv. Issue 8: PNA with edge features at
+Target: our PNA layer >= 2.5x faster than dgl.nn.PNAConv. PNA with edge features at
 most ~20% slower than without.
 Timings are medians (variants: minima) after warm-up; on a machine shared with other jobs they are noisy,
 and with more busy processes than cores 2 OpenMP threads can be slower than 1 (barrier stalls): compare

@@ -10,7 +10,7 @@ call for energy alone and energy + forces of a 32-atom periodic cell: FePt with 
 with CGCNN (both with periodic images at 7 A), Cu-Au with ``configs/emt-alloy.yaml`` (EGNN, 4 A), and
 FePt with the predicted-on model itself (without --run: the default config, whose graphs, like the
 paper's, have no periodic images).
-Targets (issue 10): >= 3,000 structures/s on 2 cores; <= 5 ms per energy + forces call on CPU.
+Targets: >= 3,000 structures/s on 2 cores; <= 5 ms per energy + forces call on CPU.
 With ``--device cuda`` the model and the calculator run on the GPU (graph building stays on the CPU).
 With ``--compile`` each calculator is also compiled (``HydraCalculator(compile=True)``): the first call's
 time, then energy + forces per call alternately with the eager model.

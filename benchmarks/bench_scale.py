@@ -15,7 +15,7 @@ For every N of ``--sizes`` (default 100,000 and 1,000,000), this script
    memory), for the throughput comparison within the same run;
 3. does the same with 2 gloo ranks (torchrun, one thread each) and prints each rank's peak RSS.
 
-Targets (issue 11): peak RSS of a training process at N = 1M <= 1.5x the one at N = 100k and <= 2 GiB;
+Targets: peak RSS of a training process at N = 1M <= 1.5x the one at N = 100k and <= 2 GiB;
 build of 1M structures <= 10 minutes on 2 cores; on-demand throughput within 10% of in-memory.
 
 Usage::

@@ -5,7 +5,7 @@ Prints, for the paper model (6 PNA layers of width 20, heads H, C, M) on a FePt 
   ``--repeats`` times, medians and the relative overhead;
 - the cost of the tracker's per-epoch call alone, against the median epoch time.
 
-Target (issue 12): < 2% overhead on training throughput.
+Target: < 2% overhead on training throughput.
 Usage: python benchmarks/bench_tracking.py [--max-per-composition 20] [--epochs 5] [--repeats 3]
 """
 

@@ -2,7 +2,7 @@
 the full-size FePt data (~28,000 graphs, ~19,600 for training): steady-state training graphs/s and seconds
 per epoch (training + validation), for 1 process x 2 threads and 2 processes x 1 thread (gloo DDP).
 
-Target (issue 5): >= 1,500 training graphs/s with 1 process x 2 threads; issue 8: the same with PNA's
+Target: >= 1,500 training graphs/s with 1 process x 2 threads; the same with PNA's
 edge features on (the default), and >= 1,000 for cgcnn, schnet and egnn. ``--variants`` runs every conv
 variant of benchmarks/model_variants.py at 1 process x 2 threads instead (one after the other: on a
 shared machine compare them with bench_model.py, which interleaves them).
