@@ -9,9 +9,9 @@ element list), in batches bounded by a graph count and an edge count.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Collection, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from ase import Atoms
 from hydradgl.allocator import keep_freed_memory
 from hydradgl.config import RunConfig
 from hydradgl.data.batch import Batch
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.loader import collate
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.packing import assign_species, pack
@@ -35,7 +35,7 @@ from hydradgl.train.rundir import member_dirs
 from hydradgl.train.saved import SavedRun, load_run
 from hydradgl.train.uncertainty import uncertainty_metrics
 
-StructureLike = Union[Atoms, Structure, str, os.PathLike]
+StructureLike = Atoms | Structure | str | os.PathLike
 #: Default cap on the edges of one batch (about 1.5 GB of activations for a width-20, 6-layer PNA).
 MAX_EDGES = 2_000_000
 #: Default structures per batch.
@@ -60,9 +60,9 @@ class Predictions:
 def structure_from_atoms(atoms: Atoms, source: str) -> Structure:
     """An ASE Atoms object as a Structure (its own cell and pbc; no cell if it has none)."""
     cell = atoms.cell.array.copy() if atoms.cell.array.any(axis=1).all() else None  # 3 lattice vectors
+    px, py, pz = (bool(p) for p in atoms.pbc)
     return Structure(numbers=atoms.numbers.astype(np.int64), positions=np.array(atoms.positions, dtype=float),
-                     cell=cell, pbc=tuple(bool(p) for p in atoms.pbc) if cell is not None else (False,) * 3,
-                     source=source)
+                     cell=cell, pbc=(px, py, pz) if cell is not None else (False, False, False), source=source)
 
 
 def _structure(item: object, i: int) -> Structure:
@@ -132,7 +132,7 @@ class TrainedModel:
         the symmetry of symmetric structures."""
         return any(m.model.uses_extrema for m in self.members)
 
-    def to(self, dtype: torch.dtype) -> "TrainedModel":
+    def to(self, dtype: torch.dtype) -> TrainedModel:
         """Cast every member's weights (e.g. ``torch.float64`` for finite-difference checks); returns self."""
         for m in self.members:
             m.model.to(dtype)
@@ -164,12 +164,13 @@ class TrainedModel:
             raise DataError(f"this model needs extra per-atom inputs ({', '.join(self.info.node_inputs)}); "
                             "predict reads only positions and elements")
         graph = self.info.graph
+        assert graph is not None  # load_run fills in the graph settings of older checkpoints
         if skin:
             graph = graph.model_copy(update={"radius": graph.radius + skin})
         return assign_species(pack([_structure(item, i) for i, item in enumerate(inputs)], {}, {}, graph),
                               self.elements)
 
-    def batches(self, graphs: GraphSet, batch_size: int,
+    def batches(self, graphs: GraphSet | GraphView, batch_size: int,
                 max_edges: int = MAX_EDGES) -> Iterator[tuple[np.ndarray, Batch]]:
         """Consecutive (indices, Batch) of at most ``batch_size`` graphs and ``max_edges`` edges."""
         edges = graphs.num_edges
@@ -207,7 +208,7 @@ class TrainedModel:
         return {h: torch.stack(v) for h, v in per_member.items()}
 
     @torch.no_grad()
-    def predict_arrays(self, graphs: GraphSet, batch_size: int = BATCH_SIZE,
+    def predict_arrays(self, graphs: GraphSet | GraphView, batch_size: int = BATCH_SIZE,
                        max_edges: int = MAX_EDGES) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         """head -> (mean, std or None): (G, dim) for graph heads, (N, dim) for node heads, physical units."""
         chunks: dict[str, list[np.ndarray]] = {h: [] for h in self.heads}
@@ -241,7 +242,7 @@ class TrainedModel:
             _add_columns(frame if self.levels[h] == "graph" else atoms, h, *arrays[h])
         return Predictions(pd.DataFrame(frame), pd.DataFrame(atoms))
 
-    def true_mean_std(self, graphs: GraphSet,
+    def true_mean_std(self, graphs: GraphSet | GraphView,
                       info: DatasetInfo) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """head -> (true, mean, std) in physical units over a normalized GraphSet with targets (``info``'s
         statistics), flattened over rows and components."""
@@ -295,7 +296,7 @@ def _data_statistics(info) -> tuple:
 
 def evaluate_ensemble(model: TrainedModel, cfg: RunConfig | None = None, registry: Registry | None = None,
                       plots_dir: Path | None = None,
-                      log: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+                      log: Callable[[str], None] | None = None) -> dict[str, dict[str, float | str]]:
     """Uncertainty metrics per head on the test split (calibration fitted on validation); optional plots."""
     if len(model.members) < 2:
         raise TrainingError(f"{model.run_dirs[0]}: one run is not an ensemble; uncertainty needs at least 2 members")
@@ -307,8 +308,6 @@ def evaluate_ensemble(model: TrainedModel, cfg: RunConfig | None = None, registr
     val = model.true_mean_std(data.val, data.info)
     test = model.true_mean_std(data.test, data.info)
     metrics = {h: uncertainty_metrics(val[h], test[h]) for h in model.heads}
-    for h in model.heads:
-        metrics[h]["unit"] = model.units[h]
     if plots_dir is not None:
         uncertainty_plots({h: (test[h], metrics[h]["calibration"]) for h in model.heads}, model.units, plots_dir)
-    return metrics
+    return {h: {**metrics[h], "unit": model.units[h]} for h in model.heads}

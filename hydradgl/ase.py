@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,8 +71,10 @@ class HydraCalculator(Calculator):
                  **kwargs):
         super().__init__(**kwargs)
         self.model = model if isinstance(model, TrainedModel) else load(model, device=device)
+        graph = self.model.info.graph
+        assert graph is not None  # load_run fills in the graph settings of older checkpoints
         # graph.max_neighbours keeps the nearest k, which a list searched wider cannot reproduce by a cutoff
-        self.skin = float(skin) if self.model.info.graph.max_neighbours is None else 0.0
+        self.skin = float(skin) if graph.max_neighbours is None else 0.0
         self._neighbours: _NeighbourList | None = None
         #: How many times the neighbour list was searched (the rest of the calls reused it).
         self.neighbour_searches = 0
@@ -108,8 +112,9 @@ class HydraCalculator(Calculator):
                 raise ConfigError(f"properties[{name!r}]: head {head!r} is {level}-level with {dim} component(s); "
                                   f"{name} needs a one-component node-level head")
             if name == "energy" and m.units[head] not in ENERGY_UNITS:
+                known = ", ".join(u for u in ENERGY_UNITS if u)
                 raise ConfigError(f"properties['energy']: head {head!r} has unit {m.units[head]!r}, which is not an "
-                                  f"energy unit this calculator converts to eV ({', '.join(u for u in ENERGY_UNITS if u)})")
+                                  f"energy unit this calculator converts to eV ({known})")
 
     def _forces_unavailable(self) -> ForcesUnavailable:
         cfg = self.model.cfg.model
@@ -156,20 +161,20 @@ class HydraCalculator(Calculator):
                 "model.conv_options.envelope: true (pna: with aggregators [mean, std, sum]; docs/api.md)."),
                 stacklevel=3)
 
-    def _edges(self, atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(src, dst, images): the edges within the model's cutoff and their image shifts in cell units,
-        from the neighbour list, searched anew when the skin no longer covers the atoms' moves."""
+    def _edges(self, atoms: Atoms) -> tuple[_NeighbourList, np.ndarray, np.ndarray, np.ndarray]:
+        """(neighbour list, src, dst, images): the edges within the model's cutoff and their image shifts in
+        cell units, from the neighbour list, searched anew when the skin no longer covers the atoms' moves."""
         nl = self._neighbours
         if nl is None or not nl.covers(atoms, self.skin):
             nl = self._neighbours = _NeighbourList.search(self.model, atoms, self.skin)
             self.neighbour_searches += 1
         if not self.skin:  # searched at the cutoff itself, for these very positions
-            return nl.src, nl.dst, nl.images
-        return nl.within(atoms.positions, atoms.cell.array, self.model.cutoff)
+            return nl, nl.src, nl.dst, nl.images
+        return nl, *nl.within(atoms.positions, atoms.cell.array, self.model.cutoff)
 
     def _evaluate(self, atoms: Atoms, need_forces: bool, need_stress: bool) -> dict[str, object]:
         m = self.model
-        src, dst, images = self._edges(atoms)
+        nl, src, dst, images = self._edges(atoms)
         dtype, device = m.dtype, m.device
         grad = need_forces or need_stress
         # One copy of the positions and strain per member: one backward pass gives every member's forces.
@@ -181,7 +186,7 @@ class HydraCalculator(Calculator):
         as_index = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         with torch.enable_grad() if grad else torch.no_grad():
             no_inputs = torch.zeros((len(atoms), 0), dtype=dtype, device=device)  # graphs() refuses models needing any
-            outputs = self._call_model(self._neighbours.species.to(device), no_inputs, as_index(src), as_index(dst),
+            outputs = self._call_model(nl.species.to(device), no_inputs, as_index(src), as_index(dst),
                                        as_index(np.array([len(atoms)])), as_index(np.array([len(src)])), pos, strain,
                                        cell, torch.from_numpy(images).to(device=device, dtype=dtype))
             results: dict[str, object] = {}
@@ -260,7 +265,7 @@ class _NeighbourList:
     images: np.ndarray
 
     @classmethod
-    def search(cls, model: TrainedModel, atoms: Atoms, skin: float) -> "_NeighbourList":
+    def search(cls, model: TrainedModel, atoms: Atoms, skin: float) -> _NeighbourList:
         graphs = model.graphs([structure_from_atoms(atoms, "the calculator's atoms")], skin=skin)
         src, dst = (np.asarray(a, dtype=np.int64) for a in (graphs.src, graphs.dst))
         # Image shifts in cell units, recovered from the search's vectors: vec = r_dst - r_src - S @ cell.
@@ -280,14 +285,15 @@ class _NeighbourList:
         moved = atoms.positions - self.positions
         return bool(np.einsum("ij,ij->i", moved, moved).max(initial=0.0) <= (0.5 * skin) ** 2)
 
-    def within(self, positions: np.ndarray, cell: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
+    def within(self, positions: np.ndarray, cell: np.ndarray,
+               cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(src, dst, images) of the edges now shorter than ``cutoff`` (in the search's order)."""
         vec = positions[self.dst] - positions[self.src] - self.images @ cell
         keep = np.einsum("ij,ij->i", vec, vec) < cutoff * cutoff
         return self.src[keep], self.dst[keep], self.images[keep]
 
 
-def _compile_options(device: torch.device | str) -> dict[str, object]:
+def _compile_options(device: torch.device | str) -> dict[str, str | int | bool | Callable[..., Any]]:
     """Inductor options for the calculator's graph. On CPU, an expression of more than 8 operations is
     stored once rather than recomputed wherever it is read: by default inductor inlines each atom's
     gradient (some 30 operations) into the backward pass's per-edge gather, computing it once per edge

@@ -225,6 +225,7 @@ def embedded(text: str, name: str) -> str | None:
 
 def _replaced(text: str, name: str, body: str) -> str:
     span = _span(text, name)
+    assert span is not None  # main replaces only parts whose markers it found
     return text[:span[0]] + body + text[span[1]:]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -35,7 +36,7 @@ def user_errors(debug: bool = False) -> Iterator[None]:
         raise SystemExit(1) from None
 
 
-def error_line(exc: BaseException) -> str:
+def error_line(exc: HydraError | ValidationError | OSError | UnicodeDecodeError) -> str:
     """The message of a user error; an OSError (read-only folder, full disk, a file where a folder
     should be) names its path, since those are the user's to fix too."""
     if isinstance(exc, HydraError):

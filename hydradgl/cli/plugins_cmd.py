@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from hydradgl.cli.common import out
-from hydradgl.plugins import KINDS, Registry, get_registry
+from hydradgl.plugins import KINDS, HeadSpec, Registry, get_registry
 
 
 def plugins_as_dict(registry: Registry) -> dict:
@@ -20,7 +20,7 @@ def plugins_as_dict(registry: Registry) -> dict:
     ]
     plugins = [
         {"kind": kind, "name": name, "description": spec.description, "distribution": registry.owners[(kind, name)],
-         **({"level": spec.level} if kind == "head" else {}),
+         **({"level": spec.level} if isinstance(spec, HeadSpec) else {}),
          "conflict": sorted(registry.conflicts.get((kind, name), []))}
         for kind in KINDS for name, spec in sorted(registry.specs[kind].items())
     ]

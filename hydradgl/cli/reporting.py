@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +31,7 @@ class ConsoleReporter(Reporter):
     def warning(self, text: str) -> None:
         self.console.print(escape(text), style="yellow", highlight=False)
 
-    def status(self, text: str) -> ContextManager[Any]:
+    def status(self, text: str) -> AbstractContextManager[Any]:
         return self.console.status(text) if self.console.is_terminal else contextlib.nullcontext()
 
     def start(self, run: RunStart) -> None:
@@ -73,7 +74,7 @@ def metrics_table(test: dict[str, dict]) -> Table:
     return table
 
 
-def uncertainty_table(metrics: dict[str, dict[str, float]]) -> Table:
+def uncertainty_table(metrics: dict[str, dict[str, float | str]]) -> Table:
     """An ensemble's uncertainty metrics per head (:func:`hydradgl.train.uncertainty.uncertainty_metrics`)."""
     table = Table(title="ensemble uncertainty (test; calibration fitted on validation)")
     for col in ("head", "RMSE of mean", "mean std", "within 1 std", "within 2 std", "area", "calib. s",
@@ -83,5 +84,5 @@ def uncertainty_table(metrics: dict[str, dict[str, float]]) -> Table:
         table.add_row(head, f"{m['rmse']:.4g}", f"{m['mean_std']:.4g}", f"{m['within_1std']:.3f}",
                       f"{m['within_2std']:.3f}", f"{m['miscalibration_area']:.3f}", f"{m['calibration']:.3g}",
                       f"{m['within_1std_calibrated']:.3f}", f"{m['within_2std_calibrated']:.3f}",
-                      f"{m['miscalibration_area_calibrated']:.3f}", m["unit"])
+                      f"{m['miscalibration_area_calibrated']:.3f}", str(m["unit"]))
     return table

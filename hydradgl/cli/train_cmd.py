@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import click
 
@@ -21,7 +22,8 @@ from hydradgl.errors import ConfigError
 @click.option("--overwrite", is_flag=True, help="Replace the run already in the run directory (else refused).")
 @click.option("--ensemble", type=int, metavar="N",
               help="Train N members (seeds seed..seed+N-1) into <output>/member-k, for predictions with uncertainty.")
-@click.option("--bootstrap", is_flag=True, help="With --ensemble: each member trains on a bootstrap resample of the training split.")
+@click.option("--bootstrap", is_flag=True,
+              help="With --ensemble: each member trains on a bootstrap resample of the training split.")
 @click.pass_context
 def train(ctx: click.Context, run_options: dict, resume: Path | None, no_plots: bool, overwrite: bool,
           ensemble: int | None, bootstrap: bool) -> None:
@@ -71,7 +73,7 @@ CHECKPOINT_OPTION = click.option(
                    "node heads' RMSE over the structure's atoms (physical units).")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (with unit and level per head).")
 @click.option("--no-plots", is_flag=True, help="Ensembles: skip the uncertainty plots.")
-def evaluate(run_dir: Path, config_path: Path | None, checkpoint: str, per_structure: Path | None,
+def evaluate(run_dir: Path, config_path: Path | None, checkpoint: Literal["best", "last"], per_structure: Path | None,
              as_json: bool, no_plots: bool) -> None:
     """Test metrics of a saved run (RMSE and MAE, normalized and physical); for an ensemble, its
     uncertainty metrics and calibration (docs/api.md)."""
@@ -130,7 +132,8 @@ def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, 
 @click.option("--seeds", type=click.IntRange(min=1), default=12, show_default=True,
               help="Runs per head set (paper: 12).")
 @click.option("--head-sets", default="HCM,HC,HM,CM,H,C,M", show_default=True,
-              help="Comma-separated head sets; a set is its head names joined by '+' or, for one-letter names, written together.")
+              help="Comma-separated head sets; a set is its head names joined by '+' or, for one-letter names, "
+                   "written together.")
 @click.option("--overwrite", is_flag=True, help="Replace runs already in the experiment's folders (else refused).")
 @click.pass_context
 def experiment(ctx: click.Context, run_options: dict, seeds: int, head_sets: str, overwrite: bool) -> None:

@@ -14,8 +14,8 @@ class Batch:
     """A mini-batch of graphs.
 
     ``graph`` is a :class:`~hydradgl.ops.MessageGraph` holding both directions of every
-    neighbour pair, without self loops; convs and heads run their message passing through it. Per-node and per-edge arrays are kept beside it (not in
-    ``graph.ndata``) so that models read them explicitly:
+    neighbour pair, without self loops; convs and heads run their message passing through it. Per-node and
+    per-edge arrays are kept beside it (not in ``graph.ndata``) so that models read them explicitly:
 
     * ``species``: (N,) long, index of each atom's element in the dataset's species list;
     * ``node_inputs``: (N, F) float, extra per-atom inputs (F may be 0);
@@ -38,11 +38,11 @@ class Batch:
     def num_graphs(self) -> int:
         return self.graph.num_graphs
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """Move the graph and every tensor together."""
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=non_blocking)
 
         return replace(
             self,
@@ -53,5 +53,5 @@ class Batch:
             edge_vec=move(self.edge_vec),
             graph_targets={k: move(v) for k, v in self.graph_targets.items()},
             node_targets={k: move(v) for k, v in self.node_targets.items()},
-            graph_ids=move(self.graph_ids),
+            graph_ids=None if self.graph_ids is None else move(self.graph_ids),
         )

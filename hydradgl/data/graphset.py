@@ -6,8 +6,9 @@ either way a subset or a batch only touches the graphs it names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -51,13 +52,13 @@ class GraphSet:
     edge_ptr: np.ndarray  # (G+1,) int64
     graph_targets: dict[str, np.ndarray] = field(default_factory=dict)  # (G, d) float32
     node_targets: dict[str, np.ndarray] = field(default_factory=dict)  # (N, d) float32
-    ids: np.ndarray | None = None  # (G,) int64
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # (G,) int64; default 0..G-1
     compositions: Sequence[str] = field(default_factory=list)
     sources: Sequence[str] = field(default_factory=list)
     species_lookup: np.ndarray | None = None  # (119,) int64, -1 for absent elements
 
     def __post_init__(self) -> None:
-        if self.ids is None:
+        if len(self.ids) == 0:  # not given: the graphs are the dataset's, in order
             self.ids = np.arange(len(self.node_ptr) - 1, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -81,7 +82,7 @@ class GraphSet:
     def num_edges(self) -> np.ndarray:
         return np.diff(self.edge_ptr)
 
-    def subset(self, indices: np.ndarray) -> "GraphSet":
+    def subset(self, indices: np.ndarray) -> GraphSet:
         """The graphs ``indices`` (in that order) as a new, in-memory GraphSet."""
         idx = np.asarray(indices, dtype=np.int64)
         nodes, node_ptr = gather_ranges(self.node_ptr, idx)
@@ -96,7 +97,7 @@ class GraphSet:
             sources=[self.sources[i] for i in idx] if len(self.sources) else [], species_lookup=self.species_lookup,
         )
 
-    def with_targets(self, graph_targets: dict[str, np.ndarray], node_targets: dict[str, np.ndarray]) -> "GraphSet":
+    def with_targets(self, graph_targets: dict[str, np.ndarray], node_targets: dict[str, np.ndarray]) -> GraphSet:
         """The same graphs with other target arrays (e.g. normalized ones)."""
         return replace(self, graph_targets=graph_targets, node_targets=node_targets)
 
@@ -166,11 +167,11 @@ class GraphView:
         """Target values as batches carry them: normalized if this view has a normalizer."""
         return values if self.normalizer is None else self.normalizer.normalize_array(name, values)
 
-    def subset(self, indices: np.ndarray) -> "GraphView":
+    def subset(self, indices: np.ndarray) -> GraphView:
         """Graphs ``indices`` of this view, again a view."""
         return replace(self, rows=self.rows[np.asarray(indices, dtype=np.int64)])
 
-    def with_normalizer(self, normalizer: ArrayNormalizer | None) -> "GraphView":
+    def with_normalizer(self, normalizer: ArrayNormalizer | None) -> GraphView:
         return replace(self, normalizer=normalizer)
 
     def materialize(self) -> GraphSet:

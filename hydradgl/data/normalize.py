@@ -19,7 +19,7 @@ class Normalizer:
         self.span = {k: np.where(s > 0, s, 1.0) for k, s in span.items()}
 
     @classmethod
-    def from_info(cls, info: DatasetInfo) -> "Normalizer":
+    def from_info(cls, info: DatasetInfo) -> Normalizer:
         return cls(info.target_min, info.target_max)
 
     def _stats(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 HEADER_BYTES = 128
 
 
 def npy_header(dtype: Any, shape: Sequence[int]) -> bytes:
     """The :data:`HEADER_BYTES`-long header of a C-order ``.npy`` file of ``dtype`` and ``shape``."""
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (np.dtype(dtype).str, tuple(shape))
+    text = f"{{'descr': {np.dtype(dtype).str!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     body = text.ljust(HEADER_BYTES - 11) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
@@ -36,11 +38,11 @@ class NpyAppender:
         self.handle = open(path, "wb")
         self.handle.write(b"\0" * HEADER_BYTES)
 
-    def append(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        values = values.reshape((len(values), *self.row_shape))
-        self.handle.write(values.data)  # no copy of a contiguous array
-        self.rows += len(values)
+    def append(self, values: ArrayLike) -> None:
+        rows = np.ascontiguousarray(values, dtype=self.dtype)
+        rows = rows.reshape((len(rows), *self.row_shape))
+        self.handle.write(rows.data)  # no copy of a contiguous array
+        self.rows += len(rows)
 
     def close(self) -> dict[str, Any]:
         """Write the header, flush to disk; the file's ``dtype`` (numpy's ``str``) and ``shape``."""
@@ -64,6 +66,9 @@ class FileArray:
     """
 
     def __init__(self, path: Path):
+        self._open(path)
+
+    def _open(self, path: Path) -> None:
         with open(path, "rb") as handle:
             version = np.lib.format.read_magic(handle)
             if version != (1, 0):
@@ -84,7 +89,7 @@ class FileArray:
         return {"path": self.path}
 
     def __setstate__(self, state: dict) -> None:  # a worker process opens the file itself
-        self.__init__(state["path"])
+        self._open(state["path"])
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -95,7 +100,7 @@ class FileArray:
 
     def _rows(self, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *self.shape[1:]), self.dtype)
-        buffer, done = memoryview(out.reshape(-1).view(np.uint8)), 0
+        buffer, done = out.reshape(-1).view(np.uint8).data, 0
         while done < len(buffer):  # one pread returns at most ~2 GiB
             got = os.preadv(self.fd, [buffer[done:]], self.offset + start * self.row_bytes + done)
             if got == 0:
@@ -106,7 +111,7 @@ class FileArray:
     def __getitem__(self, key):
         if isinstance(key, tuple):  # rows first, then the other axes in memory
             rows = self[key[0]]
-            return rows[key[1:]] if np.isscalar(key[0]) else rows[(slice(None), *key[1:])]
+            return rows[key[1:]] if np.isscalar(key[0]) else rows[(slice(None),) + tuple(key[1:])]
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
             rows = self._rows(start, max(start, stop))

@@ -17,9 +17,10 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -120,7 +121,7 @@ class CodedStrings(Sequence[str]):
     def __len__(self) -> int:
         return len(self.codes)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return [self.table[c] for c in self.codes[i]]
         return self.table[int(self.codes[i])]
@@ -135,7 +136,7 @@ class PackedStrings(Sequence[str]):
     def __len__(self) -> int:
         return len(self.ptr) - 1
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return bytes(self.data[int(self.ptr[i]):int(self.ptr[i + 1])]).decode()
@@ -260,7 +261,8 @@ class StoreWriter:
         """Min and max of every target over the whole set, from the finished files (graph-sized reads)."""
         lo, hi = {}, {}
         for name, t in self.targets.items():
-            prefix = ("graph_target.", "graph_target.") if t.level == "graph" else ("node_target_min.", "node_target_max.")
+            prefix = (("graph_target.", "graph_target.") if t.level == "graph"
+                      else ("node_target_min.", "node_target_max."))
             low = np.load(self.tmp / f"{prefix[0]}{name}.npy", mmap_mode="r")
             high = np.load(self.tmp / f"{prefix[1]}{name}.npy", mmap_mode="r")
             lo[name] = low.min(axis=0).astype(float).tolist() if n_graphs else []
@@ -291,7 +293,8 @@ class Store:
         """Proton numbers present in the whole set, ascending."""
         return [z for z, n in enumerate(self.manifest["statistics"]["element_counts"]) if n > 0]
 
-    def target_range(self, rows: np.ndarray, chunk: int = 1 << 16) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    def target_range(self, rows: np.ndarray,
+                     chunk: int = 1 << 16) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
         """Per-component min and max of every target over graphs ``rows``, read a chunk at a time."""
         lo: dict[str, list[float]] = {}
         hi: dict[str, list[float]] = {}
@@ -303,7 +306,8 @@ class Store:
             for part in _chunks_of(rows, chunk):
                 low = np.minimum(low, self.arrays[low_key][part].min(axis=0))
                 high = np.maximum(high, self.arrays[high_key][part].max(axis=0))
-            lo[name], hi[name] = low.astype(np.float32).astype(float).tolist(), high.astype(np.float32).astype(float).tolist()
+            lo[name] = low.astype(np.float32).astype(float).tolist()
+            hi[name] = high.astype(np.float32).astype(float).tolist()
         return lo, hi
 
     @property
@@ -315,7 +319,7 @@ class Store:
     def in_memory(self) -> bool:
         return not any(isinstance(a, FileArray) for a in self.arrays.values())
 
-    def read_into_memory(self) -> "Store":
+    def read_into_memory(self) -> Store:
         """The same cache with every array read whole: batches are then gathered from memory."""
         arrays = {name: np.asarray(a) if isinstance(a, FileArray) else a for name, a in self.arrays.items()}
         return Store(self.folder, self.manifest, arrays, _graph_set(arrays, self.manifest))
@@ -389,13 +393,15 @@ def open_store(folder: Path) -> Store | str:
         wrong = _layout_mismatch(manifest["arrays"], files)
         if wrong:
             return f"inconsistent ({wrong})"
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for name, spec in manifest["arrays"].items():
             file = folder / f"{name}.npy"
             expected = HEADER_BYTES + data_bytes(spec["dtype"], spec["shape"])
             if not file.exists() or file.stat().st_size != expected:
-                return f"truncated ({file.name}: {file.stat().st_size if file.exists() else 'no'} bytes, expected {expected})"
-            arrays[name] = np.load(file) if files[name][0].resident else FileArray(file)
+                size = file.stat().st_size if file.exists() else "no"
+                return f"truncated ({file.name}: {size} bytes, expected {expected})"
+            # a FileArray is read by rows like an ndarray: the graphs' fields hold either
+            arrays[name] = np.load(file) if files[name][0].resident else cast(np.ndarray, FileArray(file))
             if list(arrays[name].shape) != spec["shape"] or arrays[name].dtype.str != spec["dtype"]:
                 return f"inconsistent ({file.name} holds {arrays[name].dtype}{arrays[name].shape})"
         wrong = _inconsistent(arrays, manifest["counts"])

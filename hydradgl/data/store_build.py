@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 from hydradgl.data.graphset import GraphSet
 from hydradgl.data.records import TargetInfo

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from dataclasses import replace
-from typing import Collection
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from hydradgl.model.derivatives import forces_from_edges
 from hydradgl.model.heads import HeadDescription, describe_heads
 from hydradgl.model.layers import EdgeGeometry, GaussianExpansion
 from hydradgl.model.layers import activation as _activation
+from hydradgl.ops import Backend
 from hydradgl.plugins import ConvContext, HeadContext, Registry, get_registry
 
 
@@ -46,6 +47,9 @@ class EdgeFeatures(nn.Module):
 class TargetScale(nn.Module):
     """A target's normalization ``(y - lo) / span`` inside the model (for potentials, whose heads work in
     physical units); not saved with the weights: it is rebuilt from the run's dataset statistics."""
+
+    lo: torch.Tensor
+    span: torch.Tensor
 
     def __init__(self, lo, span):
         super().__init__()
@@ -79,7 +83,7 @@ class HydraModel(nn.Module):
     """
 
     def __init__(self, n_species: int, hidden: int, convs: list[nn.Module], heads: dict[str, nn.Module],
-                 descriptions: list[HeadDescription], edge_features: "EdgeFeatures", input_dim: int = 0,
+                 descriptions: list[HeadDescription], edge_features: EdgeFeatures, input_dim: int = 0,
                  norm: str = "batch", activation: str = "relu", needs_edges: bool = True,
                  energy_scales: dict[str, TargetScale] | None = None):
         super().__init__()
@@ -129,7 +133,7 @@ class HydraModel(nn.Module):
 
     #: The kernel path convs and heads run on (hydradgl.ops); the run sets it from
     #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
-    kernels: str = "dgl"
+    kernels: Backend = "dgl"
 
     def trunk(self, batch: Batch) -> torch.Tensor:
         """Node features after the shared conv layers."""
@@ -154,8 +158,8 @@ class HydraModel(nn.Module):
     def forward(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Every head's output, or only those named in ``heads``."""
         wanted = [d for d in self.head_descriptions if heads is None or d.name in heads]
-        forces = [d for d in wanted if d.forces_of is not None]
-        modules = list(dict.fromkeys([d.name for d in wanted if d.forces_of is None] + [d.forces_of for d in forces]))
+        forces = [(d.name, d.forces_of) for d in wanted if d.forces_of is not None]  # (forces head, energy head)
+        modules = list(dict.fromkeys([d.name for d in wanted if d.forces_of is None] + [e for _, e in forces]))
         if not forces:
             return self._outputs(batch, modules)
         differentiable = torch.is_grad_enabled()
@@ -165,9 +169,9 @@ class HydraModel(nn.Module):
             physical: dict[str, torch.Tensor] = {}
             out = self._outputs(batch, modules, physical)
             graph = batch.graph.using(self.kernels)
-            for d in forces:
-                value = forces_from_edges(physical[d.forces_of], vec, graph, create_graph=differentiable)
-                out[d.name] = self.energy_scales[d.name](value)
+            for name, energy_head in forces:
+                value = forces_from_edges(physical[energy_head], vec, graph, create_graph=differentiable)
+                out[name] = self.energy_scales[name](value)
         return out if differentiable else {name: value.detach() for name, value in out.items()}
 
     def _outputs(self, batch: Batch, names: list[str],
@@ -199,7 +203,8 @@ class HydraModel(nn.Module):
             energy = np.asarray(physical.graph_targets[d[name].target], dtype=np.float64).reshape(-1)
             forces = (None if forces_head is None else
                       np.asarray(physical.node_targets[d[forces_head].target], dtype=np.float64))
-            self.heads[name].fit_statistics(counts, energy, forces)
+            # nn.Module's __getattr__ is typed Tensor | Module; a potential head defines fit_statistics (HeadSpec)
+            self.heads[name].fit_statistics(counts, energy, forces)  # type: ignore[operator]
 
 
 def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = None) -> HydraModel:
@@ -220,8 +225,9 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     for i, (head_cfg, d) in enumerate(zip(cfg.heads, descriptions)):  # the derived heads come last: no module
         spec = registry.head(d.kind)
         options = parse_options(spec.options, head_cfg.options, f"heads[{i}].options", plugin=spec.name)
-        context = HeadContext(activation=m.activation, target=info.targets[d.target], species=tuple(info.species))
-        heads[d.name] = spec.factory(m.hidden, d.dim, head_cfg.layers, options, context)
+        head_context = HeadContext(activation=m.activation, target=info.targets[d.target],
+                                   species=tuple(info.species))
+        heads[d.name] = spec.factory(m.hidden, d.dim, head_cfg.layers, options, head_context)
         kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
         if spec.energy:
             scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])

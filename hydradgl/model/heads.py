@@ -4,6 +4,7 @@ metrics, evaluate and predict, so they cannot disagree about what a head predict
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import head_kind, parse_options
@@ -50,12 +51,14 @@ def describe_heads(cfg: RunConfig, info: DatasetInfo, registry: Registry) -> lis
         out.append(HeadDescription(name=head.name, target=head.target_name, level=target.level, kind=spec.name,
                                    loss=head.loss, weight=head.alpha, dim=target.dim, unit=target.unit))
         if spec.energy:
-            options = parse_options(spec.options, head.options, f"heads[{i}].options", plugin=spec.name)
+            options = cast(_ForceOptions, parse_options(spec.options, head.options, f"heads[{i}].options",
+                                                         plugin=spec.name))
             if target.dim != 1:
                 raise ConfigError(f"heads[{i}] ({head.name!r}): a {spec.name} head predicts a total energy, but "
                                   f"target {head.target_name!r} has {target.dim} components")
             if options.forces is not None:
-                derived.append(_forces_description(i, head.name, head.loss, options, info))
+                derived.append(_forces_description(i, head.name, head.loss, options.forces, options.force_weight,
+                                                   info))
     names = [d.name for d in out]
     for d in derived:
         if d.name in names:
@@ -65,13 +68,22 @@ def describe_heads(cfg: RunConfig, info: DatasetInfo, registry: Registry) -> lis
     return out + derived
 
 
-def _forces_description(i: int, energy_head: str, loss: str, options, info: DatasetInfo) -> HeadDescription:
-    """The derived head of a potential's forces (``options.forces``: the dataset's force target)."""
-    target = info.targets.get(options.forces)
+class _ForceOptions(Protocol):
+    """What the options of an energy head hold besides its own (see :class:`~hydradgl.plugins.HeadSpec`)."""
+
+    forces: str | None  # the dataset's force target
+    force_weight: float  # its loss weight
+
+
+def _forces_description(i: int, energy_head: str, loss: str, forces: str, weight: float,
+                        info: DatasetInfo) -> HeadDescription:
+    """The derived head of a potential's forces (``forces``: the dataset's force target)."""
+    target = info.targets.get(forces)
     if target is None or target.level != "node" or target.dim != 3:
-        found = "is not in the dataset" if target is None else f"is a {target.level}-level target with {target.dim} component(s)"
+        found = ("is not in the dataset" if target is None
+                 else f"is a {target.level}-level target with {target.dim} component(s)")
         vectors = [n for n, t in info.targets.items() if t.level == "node" and t.dim == 3]
-        raise ConfigError(f"heads[{i}].options.forces: {options.forces!r} {found}; it must name a 3-component "
+        raise ConfigError(f"heads[{i}].options.forces: {forces!r} {found}; it must name a 3-component "
                           f"node target (here: {', '.join(vectors) or 'none'})")
-    return HeadDescription(name=options.forces, target=options.forces, level="node", kind="forces", loss=loss,
-                           weight=options.force_weight, dim=3, unit=target.unit, forces_of=energy_head)
+    return HeadDescription(name=forces, target=forces, level="node", kind="forces", loss=loss,
+                           weight=weight, dim=3, unit=target.unit, forces_of=energy_head)

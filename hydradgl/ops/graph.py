@@ -23,6 +23,7 @@ itself (DGL's naming). PNA's fused edge-basis operations live in :mod:`hydradgl.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -57,7 +58,7 @@ class MessageGraph:
     @classmethod
     def from_edges(cls, src: torch.Tensor, dst: torch.Tensor, num_nodes: int,
                    batch_num_nodes: torch.Tensor | None = None, batch_num_edges: torch.Tensor | None = None,
-                   backend: Backend = "dgl") -> "MessageGraph":
+                   backend: Backend = "dgl") -> MessageGraph:
         """A graph from its edge lists (any integer dtype; kept as long on ``src``'s device); without
         per-graph counts it is one graph. Edges of graph b must follow those of graph b - 1."""
         if (batch_num_nodes is None) != (batch_num_edges is None):
@@ -83,13 +84,13 @@ class MessageGraph:
     def device(self) -> torch.device:
         return self.src.device
 
-    def using(self, backend: Backend) -> "MessageGraph":
+    def using(self, backend: Backend) -> MessageGraph:
         """The same graph on another kernel path (cached index data is shared)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown kernel path {backend!r}; expected one of {', '.join(BACKENDS)}")
         return self if backend == self.backend else replace(self, backend=backend, _cache=self._cache)
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "MessageGraph":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MessageGraph:
         """The graph with its index tensors on ``device`` (cached data is rebuilt there on demand); itself,
         cache included, when it is there already."""
         if self.device == torch.device(device):
@@ -98,7 +99,7 @@ class MessageGraph:
         return replace(self, src=move(self.src), dst=move(self.dst), batch_num_nodes=move(self.batch_num_nodes),
                        batch_num_edges=move(self.batch_num_edges), _cache={})
 
-    def _cached(self, key: str, make):
+    def _cached(self, key: Hashable, make):
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -254,7 +255,8 @@ class MessageGraph:
         shape = values.shape[1:]
         x_won = None if x is None else x.expand(x.shape[0], *shape).gather(0, self.src[winner])
         e_won = None if e is None else e.expand(e.shape[0], *shape).gather(0, winner)
-        won = e_won if x is None else x_won if e is None else combine(x_won, e_won)
+        won = e_won if x_won is None else x_won if e_won is None else combine(x_won, e_won)
+        assert won is not None  # x or e is given
         return torch.where(found, won, best)
 
     def _row_ids(self, values: torch.Tensor, rows: Literal["edges", "nodes"]) -> torch.Tensor:

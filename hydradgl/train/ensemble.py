@@ -17,8 +17,8 @@ from hydradgl.data.pipeline import PreparedData, prepare_data
 from hydradgl.errors import TrainingError
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train.report import LineReporter, Reporter
-from hydradgl.train.rundir import write_manifest
 from hydradgl.train.run import train_run
+from hydradgl.train.rundir import write_manifest
 
 
 def bootstrap(data: PreparedData, seed: int) -> PreparedData:

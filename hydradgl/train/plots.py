@@ -24,7 +24,8 @@ def save_figure(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, str], folder: Path) -> None:
+def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, str],
+                          folder: Path) -> None:
     """``results[head] = (true, predicted)`` in physical units."""
     folder.mkdir(parents=True, exist_ok=True)
     for head, (true, pred) in results.items():
@@ -35,7 +36,8 @@ def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], uni
         lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], "r--", lw=1)
         rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
-        ax.set(xlabel=f"true {head}{unit}", ylabel=f"predicted {head}{unit}", title=f"{head}: test RMSE {rmse:.3g}{unit}")
+        ax.set(xlabel=f"true {head}{unit}", ylabel=f"predicted {head}{unit}",
+               title=f"{head}: test RMSE {rmse:.3g}{unit}")
         save_figure(fig, folder / f"parity_{head}.png")
         fig, ax = plt.subplots(figsize=(4.2, 3.2))
         ax.hist(pred - true, bins=60, color="steelblue")

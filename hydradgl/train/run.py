@@ -2,7 +2,8 @@
 
 Run directory: ``config.yaml``, ``last.pt``/``best.pt``, ``metrics.csv`` (one row per epoch),
 ``split.csv`` (every structure's split, dataset index and source), ``test_metrics.json`` (RMSE/MAE per
-head, normalized and physical), ``plots/*.png``, ``run.log``, and ``tensorboard/`` event files (see :mod:`hydradgl.train.tracking`).
+head, normalized and physical), ``plots/*.png``, ``run.log``, and ``tensorboard/`` event files (see
+:mod:`hydradgl.train.tracking`).
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from hydradgl.config import RunConfig
 from hydradgl.atomic import atomic_write_csv, atomic_write_text
+from hydradgl.config import RunConfig
 from hydradgl.configio import resolve_plugin_options, save_config, validate_plugin_options
 from hydradgl.data.pipeline import PreparedData, prepare_data
+from hydradgl.data.records import DatasetInfo
 from hydradgl.data.splitfile import SPLIT_FILE, save_split
 from hydradgl.data.splits import check_split_sizes
-from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.plugins import Registry, get_registry
@@ -33,6 +35,7 @@ from hydradgl.train.runtime import Runtime, broadcast_flag, resolve_kernels, set
 from hydradgl.train.seeding import seed_everything
 from hydradgl.train.tracking import check_tracking, open_tracker
 from hydradgl.train.trainer import Trainer, evaluate, training_minutes
+
 
 @dataclass
 class RunResult:
@@ -167,6 +170,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
             **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions if h.forces_of is None}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
+        assert resume is not None  # the state was read from there
         check_plugins(state.get("plugins", {}), registry, Path(resume) / "last.pt")
         try:
             trainer.load_state_dict(state)
@@ -188,7 +192,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     say(f"training {cfg.model.conv} x{cfg.model.layers} (width {cfg.model.hidden}), heads {','.join(heads)}, "
         f"{sum(p.numel() for p in model.parameters())} parameters, {len(data.train)} train graphs, "
         f"{runtime.world_size} process(es) on {runtime.device}, {model.kernels} kernels")
-    outputs = [CsvReporter(run_dir / "metrics.csv")] if runtime.is_main else []
+    outputs: list[Reporter] = [CsvReporter(run_dir / "metrics.csv")] if runtime.is_main else []
     outputs += [PlotsReporter(plot_dir)] if plot_dir is not None and runtime.is_main else []
     outputs += [tracker, reporter] + ([OnEpoch(callback)] if callback is not None else [])
     reporters = Reporters(outputs)

@@ -20,8 +20,8 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from hydradgl.atomic import atomic_write_text, remove_stale_temporaries
 from hydradgl.errors import TrainingError

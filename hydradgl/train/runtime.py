@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.distributed as dist
@@ -13,6 +14,9 @@ from hydradgl.allocator import keep_freed_memory
 from hydradgl.config import TrainingConfig
 from hydradgl.dglcompat import dgl_has_cuda
 from hydradgl.errors import PluginError, TrainingError
+
+if TYPE_CHECKING:
+    from hydradgl.ops import Backend
 
 CUDA_TORCH_HELP = (
     "Install a CUDA build of torch (https://pytorch.org/get-started/locally/; steps in docs/install.md, 'GPU'), "
@@ -24,7 +28,7 @@ CUDA_DGL_HELP = (
     "(training.kernels: torch or auto), or run with --device cpu."
 )
 #: The kernel paths of hydradgl.ops (repeated here so this module does not import DGL's ops).
-KERNEL_PATHS = ("dgl", "torch")
+KERNEL_PATHS: tuple[Backend, ...] = ("dgl", "torch")
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ def resolve_device(requested: str, local_rank: int = 0, kernels: str = "auto") -
     return device
 
 
-def resolve_kernels(requested: str, device: torch.device, plugins: Mapping[str, Sequence[str]] | None = None) -> str:
+def resolve_kernels(requested: Literal["auto", "dgl", "torch"], device: torch.device,
+                    plugins: Mapping[str, Sequence[str]] | None = None) -> Backend:
     """The kernel path a model runs on ``device``: ``requested`` (``auto``, ``dgl`` or ``torch``) checked
     against what DGL can serve there and against the paths each plugin declares (``plugins``: label,
     e.g. ``conv plugin 'pna'``, to its ``kernels``). ``auto`` prefers dgl, else torch, so that every

@@ -1,16 +1,17 @@
 """Experiment tracking: a run's per-epoch metrics go to TensorBoard and to logger plugins (rank 0 only).
 
-The :class:`Tracker`, one of the run's reporters, turns each ``metrics.csv`` row into tagged scalars (``total/val_loss``, ``H/val_rmse``,
-``optim/lr``, ``speed/graphs_per_s``), adds the test metrics and plots at the end, and hands the same
-stream to every :class:`~hydradgl.plugins.RunLogger`. A logger that raises is reported once and dropped:
-tracking never stops a training run.
+The :class:`Tracker`, one of the run's reporters, turns each ``metrics.csv`` row into tagged scalars
+(``total/val_loss``, ``H/val_rmse``, ``optim/lr``, ``speed/graphs_per_s``), adds the test metrics and plots
+at the end, and hands the same stream to every :class:`~hydradgl.plugins.RunLogger`. A logger that raises is
+reported once and dropped: tracking never stops a training run.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options

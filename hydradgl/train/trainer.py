@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,7 +143,8 @@ class Trainer:
 
     # -- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        averaging = {"trained_model": self.model.state_dict(), "ema": self.averaged.state_dict()} if self.averaged else {}
+        averaging = ({"trained_model": self.model.state_dict(), "ema": self.averaged.state_dict()}
+                     if self.averaged else {})
         return {
             "config": self.cfg.model_dump(mode="json"), "info": self.data.info.model_dump(),
             "model": self.evaluated.state_dict(), **averaging, "optimizer": self.optimizer.state_dict(),
@@ -179,8 +181,8 @@ class Trainer:
             total, parts = self.loss(self.net(batch), batch)
             if not torch.isfinite(total):
                 where = f"{self.run_dir / 'last.pt'}" if self.run_dir else "none (no run directory)"
-                raise TrainingError(f"non-finite loss ({float(total.detach())}) at epoch {self.epoch + 1}, batch {i + 1}: "
-                                    f"training stopped. Last good checkpoint: {where}")
+                raise TrainingError(f"non-finite loss ({float(total.detach())}) at epoch {self.epoch + 1}, "
+                                    f"batch {i + 1}: training stopped. Last good checkpoint: {where}")
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if self.cfg.training.grad_clip:
@@ -193,9 +195,9 @@ class Trainer:
             graphs += batch.num_graphs
             if progress:
                 progress(i + 1, len(self.loader))
-        sums = all_reduce_sum(sums, self.runtime).cpu().tolist()
-        batches = max(sums[-1], 1.0)
-        losses = {"loss": sums[0] / batches, **{n: v / batches for n, v in zip(names, sums[1:-1])}}
+        totals = all_reduce_sum(sums, self.runtime).cpu().tolist()
+        batches = max(totals[-1], 1.0)
+        losses = {"loss": totals[0] / batches, **{n: v / batches for n, v in zip(names, totals[1:-1])}}
         return losses, graphs * self.runtime.world_size
 
     def fit(self, on_epoch: Callable[[dict[str, float]], None] | None = None,

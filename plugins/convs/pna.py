@@ -17,6 +17,7 @@ neighbours cross the cutoff (MD needs it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -70,7 +71,7 @@ class PNAOptions(BaseModel):
                                                  "(False: every tower sees all of them).")
 
     @model_validator(mode="after")
-    def _unique(self) -> "PNAOptions":
+    def _unique(self) -> PNAOptions:
         for key in ("aggregators", "scalers"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
@@ -99,7 +100,7 @@ def mean_degree(histogram) -> float:
 class PNATower(nn.Module):
     """One tower: ``in_dim`` features in, ``out_dim`` out."""
 
-    def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: list[str], scalers: list[str],
+    def __init__(self, in_dim: int, out_dim: int, edge_dim: int, aggregators: Sequence[str], scalers: Sequence[str],
                  pre_layers: int = 1, post_layers: int = 1, mean_degree: float = 1.0,
                  edge_features_in_extrema: bool = False):
         super().__init__()
@@ -135,6 +136,7 @@ class PNATower(nn.Module):
         envelope, weighting the sums). The max of [u, -u] either
         sees B only (copy_u, nothing per edge) or, with ``edge_features_in_extrema``, runs fused on
         [B, -B] and the basis with weights [W_e; -W_e] (u_add_e_linear: no per-edge gradient)."""
+        assert self.pre_edge is not None  # forward keeps edge_attr only with pre_edge
         w = self.pre_edge.weight
         max_in = None
         if self.need_max and self.edge_features_in_extrema:
@@ -148,8 +150,12 @@ class PNATower(nn.Module):
     def _reduce_mlp(self, graph, b: torch.Tensor, a: torch.Tensor, edge_attr: torch.Tensor | None,
                     weights: torch.Tensor | None) -> dict:
         """pre_layers > 1: u_ij = pre_rest(relu(A_i + B_j (+ W_e e_ij))) is the whole message, per edge."""
+        assert self.pre_rest is not None  # forward comes here only with pre_rest
         u = graph.u_add_v(b, a)
-        u = self.pre_rest(torch.relu(u if edge_attr is None else u + self.pre_edge(edge_attr)))
+        if edge_attr is not None:
+            assert self.pre_edge is not None  # forward keeps edge_attr only with pre_edge
+            u = u + self.pre_edge(edge_attr)
+        u = self.pre_rest(torch.relu(u))
         moments = torch.cat([u, u * u], dim=1)
         moments = moments if weights is None else moments * weights
         return {"sum": graph.reduce(moments, "sum") if self.need_sum else None,
@@ -194,17 +200,18 @@ class PNATower(nn.Module):
                    "linear": lambda: deg / self.mean_degree, "attenuation": lambda: delta / log_deg}
         scales = [factors[name]() for name in self.scalers]  # each (N, 1); only the configured ones
         if isinstance(self.post, nn.Linear):
-            return self._post_linear(h, agg, torch.cat(scales, dim=1))
+            return self._post_linear(self.post, h, agg, torch.cat(scales, dim=1))
         return self.post(torch.cat([h, *(agg * scale for scale in scales)], dim=1))
 
-    def _post_linear(self, h: torch.Tensor, agg: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _post_linear(post: nn.Linear, h: torch.Tensor, agg: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         """A linear U on [h, s_1 agg, ..., s_S agg] as U_h h + sum_s s (U_s agg): one product of agg with
         every U_s at once, then per-node weights s; no (N, (1 + S) * width) input is formed."""
-        weight, width, n_scalers = self.post.weight, agg.shape[1], scales.shape[1]
+        weight, width, n_scalers = post.weight, agg.shape[1], scales.shape[1]
         out_dim = weight.shape[0]
         per_scaler = weight[:, h.shape[1]:].reshape(out_dim, n_scalers, width).transpose(0, 1).reshape(-1, width)
         projected = (agg @ per_scaler.T).view(-1, n_scalers, out_dim)  # (N, S, out): U_s agg
-        out = torch.addmm(self.post.bias, h, weight[:, :h.shape[1]].T)
+        out = torch.addmm(post.bias, h, weight[:, :h.shape[1]].T)
         for k in range(n_scalers):  # in place, slice by slice: faster than a product and a sum over S
             out.addcmul_(projected[:, k], scales[:, k:k + 1])
         return out
@@ -244,7 +251,8 @@ class PNAConv(nn.Module):
         super().__init__()
         towers = options.towers
         if (options.divide_input and in_dim % towers) or out_dim % towers:
-            raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths ({in_dim}, {out_dim})")
+            raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths "
+                              f"({in_dim}, {out_dim})")
         if options.use_edge_features and context.edge_dim <= 0:
             raise ConfigError("pna: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
                               "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
@@ -267,6 +275,7 @@ class PNAConv(nn.Module):
                 geometry: EdgeGeometry | None = None) -> torch.Tensor:
         weights = None
         if self.smooth_at_cutoff:
+            assert geometry is not None  # the model passes the geometry to convs that use it
             weights = geometry.envelope.to(h.dtype).unsqueeze(1)
             degree = graph.reduce(weights, "sum").squeeze(1)
         else:
@@ -285,5 +294,5 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on fused gather-reduce kernels",
-                      options=PNAOptions, factory=make_pna, uses_edge_features=lambda o: o.use_edge_features is not False,
-                      kernels=("dgl", "torch")))
+                      options=PNAOptions, factory=make_pna,
+                      uses_edge_features=lambda o: o.use_edge_features is not False, kernels=("dgl", "torch")))

@@ -53,6 +53,10 @@ class PotentialHead(nn.Module):
         input: batched graph of B graphs, node features (N, in_dim), species (N,); output: (B, 1).
     """
 
+    e0: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, in_dim: int, layers: list[int], act: str, n_species: int,
                  e0: Literal["fit", "average"] | list[float] = "fit"):
         super().__init__()
