@@ -21,7 +21,10 @@ $(STAMP): pyproject.toml
 train: venv
 	$(VENV)/bin/hydradgl train --conv pna --heads H,C,M --overwrite
 
+## Lint and types of the package, then the tests (the import-layering contracts run in tests/test_layering.py).
 test: venv
+	$(VENV)/bin/ruff check hydradgl plugins
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: venv
