@@ -36,7 +36,7 @@ from hydradgl.train.saved import SavedRun, load_run
 from hydradgl.train.uncertainty import uncertainty_metrics
 
 StructureLike = Atoms | Structure | str | os.PathLike
-#: Default cap on the edges of one batch (about 1.5 GB of activations for a width-20, 6-layer PNA).
+#: Default cap on the edges of one batch (bounds the activations of one forward pass).
 MAX_EDGES = 2_000_000
 #: Default structures per batch.
 BATCH_SIZE = 256

@@ -146,10 +146,7 @@ class HydraCalculator(Calculator):
         reasons = []
         if not m.smooth_at_cutoff:
             reasons.append(f"its conv ({m.cfg.model.conv}) does not take each message to zero at the cutoff, so "
-                           "the energy jumps whenever a neighbour crosses it and MD does not conserve energy (tested, "
-                           "NVE on a 32-atom cell: the total energy drifted by 90% of the potential energy's range "
-                           "with the paper's cgcnn, by under 1% with schnet, egnn, or cgcnn or pna with their "
-                           "envelope)")
+                           "the energy jumps whenever a neighbour crosses it and MD does not conserve energy")
         if m.uses_extrema:
             reasons.append("it reduces by a max or min (PNA's min/max aggregators, SAGE's pool, a max readout), so "
                            "where an atom's neighbours are equivalent, as in a perfect crystal, the forces follow one "

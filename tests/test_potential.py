@@ -96,7 +96,7 @@ def test_reference_energies_are_the_least_squares_fit_and_travel_with_the_model(
 def test_given_reference_energies_are_used_as_given(emt_prepared, registry):
     cfg = emt_config(heads=[{**POTENTIAL, "options": {"e0": {"Cu": -1.0, "Au": -2.0}}}])
     model = build_model(cfg, emt_prepared.info, registry)
-    model.fit_energy_statistics(emt_prepared.train)
+    model.fit_energy_statistics(emt_prepared.train, emt_prepared.info.species)
     by_z = dict(zip(emt_prepared.info.species, model.heads["energy"].e0.tolist()))
     assert by_z == {29: -1.0, 79: -2.0}
     with pytest.raises(ConfigError, match=r"no reference energy for Au"):
@@ -132,7 +132,7 @@ def test_force_loss_gradients_agree_on_both_kernel_paths(emt_prepared, registry)
 
     torch.manual_seed(0)
     model = build_model(emt_config(), emt_prepared.info, registry).double()
-    model.fit_energy_statistics(emt_prepared.train)
+    model.fit_energy_statistics(emt_prepared.train, emt_prepared.info.species)
     batch = next(iter(BatchLoader(emt_prepared.train, 8, shuffle=False)))
     batch = type(batch)(**{**batch.__dict__, "edge_vec": batch.edge_vec.double(), "edge_dist": batch.edge_dist.double(),
                            "node_inputs": batch.node_inputs.double(),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from hydradgl.data.graphset import GraphSet
+from hydradgl.data.graphset import GraphSet, GraphView
 from hydradgl.data.records import TargetInfo
 
 BASELINES = ("mean", "composition")
 
 
-def element_counts(graphs: GraphSet, species: list[int]) -> np.ndarray:
+def element_counts(graphs: GraphSet | GraphView, species: list[int]) -> np.ndarray:
     """(G, S) number of atoms of each element of ``species`` (proton numbers) in every graph."""
     zs = np.asarray(species)
     graph_of_node = np.repeat(np.arange(len(graphs)), graphs.num_nodes)

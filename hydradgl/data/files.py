@@ -28,9 +28,9 @@ class TargetSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["graph", "node"]
-    unit: str = ""
-    description: str = ""
+    level: Literal["graph", "node"] = Field(description="graph: one value per structure; node: one per atom.")
+    unit: str = Field("", description="Physical unit of the values as read (shown in metrics and plots).")
+    description: str = Field("", description="What the target is, for `hydradgl data info` and the docs.")
     extensive: bool | None = Field(
         None, description="Graph targets: true if the value grows with the atom count (total energy: sum "
         "readout), false if not (per-atom values: mean readout); shown by `hydradgl data info`.")

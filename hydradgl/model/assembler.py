@@ -12,7 +12,9 @@ from torch import nn
 
 from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options
+from hydradgl.data.baselines import element_counts
 from hydradgl.data.batch import Batch
+from hydradgl.data.graphset import GraphView
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.records import DatasetInfo
 from hydradgl.errors import ConfigError
@@ -190,16 +192,14 @@ class HydraModel(nn.Module):
                 out[name] = self.heads[name](graph, h)
         return out
 
-    def fit_energy_statistics(self, graphs) -> None:
-        """Hand every potential head the training split's element counts, energies and force components
-        (physical units), from which it fits its reference energies and scale (before training)."""
+    def fit_energy_statistics(self, graphs: GraphView, species: list[int]) -> None:
+        """Hand every potential head the training split's element counts (``species``: the model's
+        element table), energies and force components (physical units), from which it fits its
+        reference energies and scale (before training)."""
         d = {x.name: x for x in self.head_descriptions}
+        physical = graphs.with_normalizer(None)
+        counts = element_counts(physical, species)
         for name, forces_head in self.potential_heads.items():
-            physical = graphs.with_normalizer(None)
-            n_graphs, n_species = len(physical), self.embedding.num_embeddings
-            owner = np.repeat(np.arange(n_graphs), physical.num_nodes)
-            counts = np.zeros((n_graphs, n_species))
-            np.add.at(counts, (owner, physical.species), 1.0)
             energy = np.asarray(physical.graph_targets[d[name].target], dtype=np.float64).reshape(-1)
             forces = (None if forces_head is None else
                       np.asarray(physical.node_targets[d[forces_head].target], dtype=np.float64))

@@ -163,7 +163,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
                             "(normalization statistics differ); start a new run instead")
     model = build_model(cfg, data.info, registry)
     if state is None:
-        model.fit_energy_statistics(data.train)
+        model.fit_energy_statistics(data.train, data.info.species)
     cfg = resolve_plugin_options(cfg, registry, {name: t.level for name, t in data.info.targets.items()})
     model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),

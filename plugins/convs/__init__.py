@@ -1,1 +1,1 @@
-"""Built-in conv layer plugins, one file each: PNA, GraphSAGE, CGCNN."""
+"""Built-in conv layer plugins, one file each (`hydradgl list-plugins` lists them with their options)."""

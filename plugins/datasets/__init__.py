@@ -1,1 +1,1 @@
-"""Built-in dataset plugins: LSMS reader, extxyz/ASE reader, generated FePt data."""
+"""Built-in dataset plugins, one file each (`hydradgl list-plugins` lists them with their options)."""

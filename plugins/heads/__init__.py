@@ -1,1 +1,1 @@
-"""Built-in head plugins: graph-level (readout + FC) and node-level (per-atom FC)."""
+"""Built-in head plugins, one file each (`hydradgl list-plugins` lists them with their options)."""
