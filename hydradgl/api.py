@@ -50,7 +50,10 @@ class Predictions:
     (file and frame, or ``atoms #i``), ``n_atoms``, then one column per graph-level head. ``atoms``: one
     row per atom: ``structure``, ``source``, ``atom`` (index within its structure), ``Z``, then one column
     per node-level head. A head with several components gets columns ``head[0]``, ``head[1]``...; an
-    ensemble adds ``<column>_std`` (the members' standard deviation) after each mean column.
+    ensemble adds ``<column>_std`` (the members' standard deviation) after each mean column. Derived
+    heads are predicted too: a potential's forces per atom (named after the force target, e.g.
+    ``forces[0]``..``forces[2]``; autograd computes them also under ``torch.no_grad``), its stress per
+    structure where the model has a stress head.
     """
 
     structures: pd.DataFrame
@@ -262,7 +265,7 @@ def _as_dtype(batch: Batch, dtype: torch.dtype) -> Batch:
     if batch.edge_dist.dtype == dtype:
         return batch
     return replace(batch, node_inputs=batch.node_inputs.to(dtype), edge_dist=batch.edge_dist.to(dtype),
-                   edge_vec=batch.edge_vec.to(dtype))
+                   edge_vec=batch.edge_vec.to(dtype), cell=None if batch.cell is None else batch.cell.to(dtype))
 
 
 def _add_columns(frame: dict, head: str, mean: np.ndarray, std: np.ndarray | None) -> None:

@@ -3,14 +3,15 @@
 ``properties`` maps ASE result names to heads: ``energy`` to a one-component graph head (converted to eV
 from the head's unit), ``energies``/``charges``/``magmoms`` to one-component node heads, any other name
 to any head (stored as predicted in ``atoms.calc.results``). Forces and stress are derivatives of the
-energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, by autograd through the edge vectors, which
-are recomputed in torch from the positions on every call (the neighbour list is reused while the atoms
-stay within its skin). They exist only when the model reads distances (edge features or the raw
-geometry), and come from a smooth energy only with convs that declare it (SchNet, EGNN, CGCNN and PNA with
-their envelope; SmoothnessWarning says why otherwise).
+energy, ``F = -dE/dr`` and ``sigma = (1/V) dE/d(strain)``, from its gradient along the edge vectors,
+which are formed in torch from the positions, the cell and the image shifts on every call (the neighbour
+list is reused while the atoms stay within its skin), by the function training uses
+(:func:`hydradgl.model.derivatives.derivatives`). They exist only when the model reads distances (edge
+features or the raw geometry), and come from a smooth energy only with convs that declare it (SchNet,
+EGNN, CGCNN and PNA with their envelope; SmoothnessWarning says why otherwise).
 For an ensemble, every value is the members' mean and ``<name>_std`` holds their spread, forces and
 stress included (``forces_std``: each member's forces, from one backward pass through all of them, as
-each member sees its own copy of the positions).
+each member sees its own copy of the edge vectors).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hydradgl.api import TrainedModel, load, structure_from_atoms
 from hydradgl.data.batch import Batch
 from hydradgl.errors import ConfigError, HydraError
 from hydradgl.model.assembler import SmoothnessWarning
+from hydradgl.model.derivatives import derivatives
 from hydradgl.ops import MessageGraph
 
 #: Head units the calculator converts to eV for ``energy`` ("" counts as eV).
@@ -52,7 +54,7 @@ class HydraCalculator(Calculator):
         device: torch device when ``model`` is a path.
         dtype: ``torch.float64`` for finite-difference-grade derivatives (default: the model's dtype).
         compile: run the model through ``torch.compile`` (inductor): the first call compiles (once per
-            process and per combination of requested derivatives; faster with inductor's on-disk cache
+            process for the energy alone and once with derivatives; faster with inductor's on-disk cache
             warm), later calls of a small cell are faster than eager ones (docs/api.md). The model then
             runs on the torch kernel path, also outside this calculator.
         skin: Angstrom added to the cutoff of the neighbour search, whose result is reused while no atom
@@ -174,18 +176,18 @@ class HydraCalculator(Calculator):
         nl, src, dst, images = self._edges(atoms)
         dtype, device = m.dtype, m.device
         grad = need_forces or need_stress
-        # One copy of the positions and strain per member: one backward pass gives every member's forces.
-        members = len(m.members)
-        pos = torch.tensor(np.repeat(atoms.positions[None], members, axis=0), dtype=dtype, device=device,
-                           requires_grad=need_forces)
-        cell = torch.tensor(atoms.cell.array, dtype=dtype, device=device)
-        strain = torch.zeros((members, 3, 3), dtype=dtype, device=device, requires_grad=need_stress)
-        as_index = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        members, n, e = len(m.members), len(atoms), len(src)
+        as_index = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
+        # Edge vectors from the positions and the cell (float64, then the model's dtype), one copy per member
+        # stacked: one backward pass gives every member's derivatives.
+        positions = torch.from_numpy(np.asarray(atoms.positions, dtype=np.float64))
+        cell = torch.from_numpy(np.asarray(atoms.cell.array, dtype=np.float64))
+        vec = positions[torch.from_numpy(dst)] - positions[torch.from_numpy(src)] - torch.from_numpy(images) @ cell
+        vec = vec.to(device=device, dtype=dtype).repeat(members, 1).requires_grad_(grad)
         with torch.enable_grad() if grad else torch.no_grad():
-            no_inputs = torch.zeros((len(atoms), 0), dtype=dtype, device=device)  # graphs() refuses models needing any
+            no_inputs = torch.zeros((n, 0), dtype=dtype, device=device)  # graphs() refuses models needing any
             outputs = self._call_model(nl.species.to(device), no_inputs, as_index(src), as_index(dst),
-                                       as_index(np.array([len(atoms)])), as_index(np.array([len(src)])), pos, strain,
-                                       cell, torch.from_numpy(images).to(device=device, dtype=dtype))
+                                       as_index([n]), as_index([e]), vec)
             results: dict[str, object] = {}
             for name, head in self.mapping.items():
                 values = outputs[head] * (ENERGY_UNITS[m.units[head]] if name == "energy" else 1.0)
@@ -196,14 +198,18 @@ class HydraCalculator(Calculator):
                 results["free_energy"] = results["energy"]
             if grad:
                 head = self.mapping["energy"]
-                energy = outputs[head].sum() * ENERGY_UNITS[m.units[head]]  # summed over members
-                inputs = [t for t, needed in ((pos, need_forces), (strain, need_stress)) if needed]
-                derivatives = list(torch.autograd.grad(energy, inputs))
-                if need_forces:
-                    results.update(_members_mean_std("forces", -derivatives.pop(0), m.is_ensemble))
-                if need_stress:
-                    voigt = derivatives.pop(0)[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] / atoms.get_volume()
-                    results.update(_members_mean_std("stress", voigt, m.is_ensemble))
+                # the members as one batch of graphs, member k's edges being rows k*e:(k+1)*e of vec
+                offsets = np.repeat(np.arange(members) * n, e)
+                graph = MessageGraph.from_edges(as_index(np.tile(src, members) + offsets),
+                                                as_index(np.tile(dst, members) + offsets), members * n,
+                                                as_index([n] * members), as_index([e] * members))
+                volume = torch.full((members,), float(abs(atoms.cell.volume)), dtype=dtype, device=device)
+                found = derivatives(outputs[head] * ENERGY_UNITS[m.units[head]], vec, graph,
+                                    volume if need_stress else None, forces=need_forces, stress=need_stress)
+                if found.forces is not None:
+                    results.update(_members_mean_std("forces", found.forces.view(members, n, 3), m.is_ensemble))
+                if found.stress is not None:
+                    results.update(_members_mean_std("stress", found.stress, m.is_ensemble))
         return results
 
     def _call_model(self, *tensors: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -216,28 +222,23 @@ class HydraCalculator(Calculator):
 
     def _cell_outputs(self, species: torch.Tensor, node_inputs: torch.Tensor, src: torch.Tensor,
                       dst: torch.Tensor, batch_num_nodes: torch.Tensor, batch_num_edges: torch.Tensor,
-                      pos: torch.Tensor, strain: torch.Tensor, lattice: torch.Tensor,
-                      images: torch.Tensor) -> dict[str, torch.Tensor]:
+                      vec: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every member's physical outputs of the mapped heads (head -> (members, rows, dim)) for one
-        structure. Member k's edge vectors are formed from its copy of the positions, ``pos[k]`` (N, 3),
-        and ``lattice`` deformed by ``strain[k]`` (3, 3), so that autograd reaches them: the function
-        ``compile=True`` compiles."""
+        structure, member k reading its own copy of the edge vectors, rows ``k*E:(k+1)*E`` of ``vec``
+        (members * E, 3): the function ``compile=True`` compiles (the derivatives are taken outside)."""
         graph = MessageGraph(src, dst, species.shape[0], batch_num_nodes, batch_num_edges)
-        batches = []
-        for member_pos, member_strain in zip(pos, strain):
-            deform = torch.eye(3, dtype=pos.dtype, device=pos.device) + 0.5 * (member_strain + member_strain.T)
-            r = member_pos @ deform
-            vec = r[dst] - r[src] - images @ (lattice @ deform)
-            batches.append(Batch(graph, species, node_inputs, torch.linalg.norm(vec, dim=1), vec))
+        batches = [Batch(graph, species, node_inputs, torch.linalg.norm(v, dim=1), v)
+                   for v in vec.view(len(self.model.members), -1, 3).unbind(0)]
         return self.model.outputs(batches, set(self.mapping.values()))
 
 
 def default_properties(model: TrainedModel) -> dict[str, str]:
     """ASE result name -> head: every head under its own name, except that a model with one potential
     head gives it as ``energy`` (forces and stress then come from its derivatives, computed here) and
-    the potential's derived forces head is left out."""
-    potentials = model.members[0].model.potential_heads
-    derived = {forces for forces in potentials.values() if forces is not None}
+    the potential's derived forces and stress heads are left out."""
+    first = model.members[0].model
+    potentials = first.potential_heads
+    derived = {forces for forces in potentials.values() if forces is not None} | set(first.stress_heads.values())
     mapping = {h: h for h in model.heads if h not in derived}
     if len(potentials) == 1:
         (name,) = potentials

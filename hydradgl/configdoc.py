@@ -3,8 +3,9 @@
 Each part sits in its Markdown file between ``<!-- NAME:start ... -->`` and ``<!-- NAME:end -->`` lines
 and is rendered from the code: the config reference from the pydantic models of ``hydradgl/config.py``
 (docs/config.md), each built-in plugin's options table from its options model
-(``options:<kind>:<name>``, docs/config.md), and docs/architecture.md's tables from the module
-docstrings' first paragraphs and from the plugin registry. tests/test_docs.py checks every part is
+(``options:<kind>:<name>``, docs/config.md), docs/architecture.md's tables from the module
+docstrings' first paragraphs and from the plugin registry, and docs/data.md's table of the processed
+cache from its schema (``cache-schema``). tests/test_docs.py checks every part is
 current; after changing a model, a Field description, a module docstring or the module layout, run
 
     python -m hydradgl.configdoc --write
@@ -40,6 +41,7 @@ from hydradgl.config import (
     TrainingConfig,
     TuneConfig,
 )
+from hydradgl.data.store import schema_markdown
 from hydradgl.plugins import BUILTIN_DISTRIBUTION, KINDS, PluginSpec, Registry, get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,7 +206,8 @@ def generated_parts(registry: Registry | None = None) -> dict[str, tuple[str, st
     registry = registry or get_registry()
     parts = {"config-reference": ("config.md", reference_markdown()),
              "modules": ("architecture.md", modules_markdown()),
-             "builtin-plugins": ("architecture.md", plugins_markdown(registry))}
+             "builtin-plugins": ("architecture.md", plugins_markdown(registry)),
+             "cache-schema": ("data.md", schema_markdown())}
     for kind, spec in builtin_specs(registry):
         parts[f"options:{kind}:{spec.name}"] = ("config.md", options_markdown(spec))
     return parts

@@ -108,10 +108,15 @@ class ConvSpec(PluginSpec):
     dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
     which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
     declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.
+
+    ``equivariant``: the layers' node features rotate with the structure (they carry vectors), so a
+    node head may predict a 3-vector from them. False (the default, every conv so far: invariant
+    features) refuses a node head of a 3-component target, whose output would not rotate.
     """
 
     uses_edge_features: bool | Callable[[Any], bool] = True
     kernels: tuple[str, ...] = ("dgl",)
+    equivariant: bool = False
 
     def reads_edges(self, options: Any) -> bool:
         """Whether a layer built with ``options`` reads the edge features."""
@@ -141,7 +146,8 @@ class HeadSpec(PluginSpec):
     graph's total energy (B, 1) in the target's physical unit, the model differentiates it for the
     forces, and before training ``fit_statistics(counts, energy, forces)`` gets the training split's
     element counts (G, S), energies (G,) and force components (or None). Its options name the force
-    target and its loss weight as ``forces`` and ``force_weight``.
+    target and its loss weight as ``forces`` and ``force_weight``, and may name a stress target (a
+    6-component graph target) and its weight as ``stress`` and ``stress_weight``.
     """
 
     level: Literal["graph", "node"] = "graph"

@@ -80,7 +80,7 @@ def test_dump_and_reload_round_trip(tmp_path):
     assert "conv: cgcnn" in dump_config(cfg)
 
 
-@pytest.mark.parametrize("name", ["fept-paper.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["fept-paper.yaml", "smoke.yaml", "potential.yaml", "emt-potential.yaml"])
 def test_shipped_configs_validate(name, registry):
     from pathlib import Path
 

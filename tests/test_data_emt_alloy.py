@@ -47,9 +47,10 @@ def test_references_are_the_emt_minimum():
 
 
 def test_targets_match_an_independent_emt_calculation(tmp_path):
-    options = EMTAlloyOptions(**SMALL, forces=True, seed=3)
+    options = EMTAlloyOptions(**SMALL, forces=True, stress=True, seed=3)
     raw = load_emt_alloy(options, DatasetContext(cache_dir=tmp_path))
-    assert set(raw.targets) == {"energy", "mixing_energy", "atom_energy", "force_norm", "forces"}
+    assert set(raw.targets) == {"energy", "mixing_energy", "atom_energy", "force_norm", "forces", "stress"}
+    assert (raw.targets["stress"].level, raw.targets["stress"].dim, raw.targets["stress"].unit) == ("graph", 6, "eV/A^3")
     assert raw.targets["energy"].extensive is True and raw.targets["mixing_energy"].extensive is False
     refs = {29: reference("Cu")[1], 79: reference("Au")[1]}
     for s in raw.structures[::4]:  # read back from the extxyz cache
@@ -62,6 +63,7 @@ def test_targets_match_an_independent_emt_calculation(tmp_path):
         assert s.targets["atom_energy"].sum() == pytest.approx(energy, abs=1e-5)
         np.testing.assert_allclose(s.targets["force_norm"][:, 0], np.linalg.norm(forces, axis=1), atol=1e-6)
         np.testing.assert_allclose(s.targets["forces"], forces, atol=1e-6)
+        np.testing.assert_allclose(s.targets["stress"], atoms.get_stress(), atol=1e-9)  # ASE's Voigt order
         expected_mix = (energy - sum(refs[int(z)] for z in s.numbers)) / len(s.numbers)
         assert s.targets["mixing_energy"][0] == pytest.approx(expected_mix, abs=1e-7)
 

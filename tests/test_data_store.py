@@ -53,7 +53,7 @@ def test_store_round_trip_equals_in_memory_pack(tmp_path, workers):
     whole = pack(items, TARGETS, {}, cfg.graph)
     g = stored.graphs
     assert isinstance(g.src, FileArray)  # read on demand, not loaded
-    for name in ("numbers", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr"):
+    for name in ("numbers", "node_ptr", "src", "dst", "vec", "dist", "edge_ptr", "cell"):
         np.testing.assert_array_equal(np.asarray(getattr(g, name)), getattr(whole, name), err_msg=name)
     for name in TARGETS:
         arrays = g.graph_targets if name == "E" else g.node_targets

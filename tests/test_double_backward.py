@@ -1,8 +1,8 @@
 """Second derivatives through the kernel layer (hydradgl.ops), which training on forces needs (a loss on
 ``-dE/dr`` taken with ``create_graph=True``): gradcheck and gradgradcheck of every MessageGraph primitive
 and of PNA's fused ops on each kernel path, and the force-loss gradients of whole models with every
-distance-aware conv equal on the dgl and torch paths (float64). Inputs have no ties, so max and min are
-locally smooth."""
+distance-aware conv, and SchNet's stress-loss gradients, equal on the dgl and torch paths (float64).
+Inputs have no ties, so max and min are locally smooth."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from torch.autograd import gradcheck, gradgradcheck
 from hydradgl.data.loader import collate
 from hydradgl.dglcompat import dgl
 from hydradgl.model.assembler import build_model
+from hydradgl.model.derivatives import derivatives
 from hydradgl.ops import MessageGraph
 from hydradgl.ops.pna_fused import u_add_e_linear, u_add_e_moments
 from tests.conftest import small_config
@@ -111,33 +112,47 @@ DISTANCE_AWARE = [("cgcnn", {}), ("cgcnn", {"envelope": True}), ("schnet", {}), 
                   ("pna", {"use_edge_features": True, "pre_layers": 2})]
 
 
-def force_loss_gradients(model, batch, path: str) -> list[torch.Tensor | None]:
-    """Each parameter's gradient of sum(F**2), F = -dE/dr (E: the graph head's sum, r: positions)."""
+def derivative_loss_gradients(model, batch, path: str, of: str = "forces") -> list[torch.Tensor | None]:
+    """Each parameter's gradient of sum(D**2), D = F = -dE/dr (E: the graph head's sum, r: positions) or,
+    with ``of="stress"``, D the stress of E along the edge vectors (hydradgl.model.derivatives, unit cells)."""
     model.kernels = path
     model.zero_grad(set_to_none=True)
     graph = batch.graph
     positions = torch.zeros(graph.num_nodes, 3, dtype=torch.float64, requires_grad=True)
     vec = batch.edge_vec + positions.index_select(0, graph.dst) - positions.index_select(0, graph.src)
     energy = model(dataclasses.replace(batch, edge_vec=vec, edge_dist=vec.norm(dim=1)))["H"].sum()
-    (forces,) = torch.autograd.grad(-energy, positions, create_graph=True)
-    (forces ** 2).sum().backward()
+    if of == "stress":
+        volume = torch.ones(graph.num_graphs, dtype=torch.float64)
+        value = derivatives(energy, vec, graph.using(path), volume, forces=False, stress=True, create_graph=True).stress
+    else:
+        (value,) = torch.autograd.grad(-energy, positions, create_graph=True)
+    (value ** 2).sum().backward()
     return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("conv, options", DISTANCE_AWARE,
-                         ids=[f"{conv}{sorted(options) or ''}" for conv, options in DISTANCE_AWARE])
-def test_force_loss_gradients_agree_on_both_paths(small_prepared, conv, options):
+def assert_paths_agree(prepared, conv: str, options: dict, of: str = "forces") -> None:
+    """The loss on the derivatives ``of`` gives the same parameter gradients on the dgl and torch paths."""
     torch.manual_seed(0)
     cfg = small_config(**{"model.conv": conv, "heads": ["H"], "model.conv_options": options})
-    model = build_model(cfg, small_prepared.info).double()
-    batch = collate(small_prepared.train, np.arange(3))
+    model = build_model(cfg, prepared.info).double()
+    batch = collate(prepared.train, np.arange(3))
     # the ideal lattice ties distances exactly; a little jitter keeps the paths' max aggregations apart
     jitter = 1e-3 * torch.rand(batch.edge_vec.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     batch = dataclasses.replace(batch, node_inputs=batch.node_inputs.double(),
                                 edge_vec=batch.edge_vec.double() + jitter)
-    on_dgl, on_torch = (force_loss_gradients(model, batch, path) for path in ("dgl", "torch"))
+    on_dgl, on_torch = (derivative_loss_gradients(model, batch, path, of) for path in ("dgl", "torch"))
     assert any(g is not None and g.abs().max() > 0 for g in on_dgl)
     for (name, _), a, b in zip(model.named_parameters(), on_dgl, on_torch):
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("conv, options", DISTANCE_AWARE,
+                         ids=[f"{conv}{sorted(options) or ''}" for conv, options in DISTANCE_AWARE])
+def test_force_loss_gradients_agree_on_both_paths(small_prepared, conv, options):
+    assert_paths_agree(small_prepared, conv, options)
+
+
+def test_stress_loss_gradients_agree_on_both_paths(small_prepared):
+    assert_paths_agree(small_prepared, "schnet", {}, of="stress")

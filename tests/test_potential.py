@@ -1,11 +1,15 @@
 """The potential head: forces -dE/dr in the loss (from the edge vectors) equal to the calculator's
-derivatives through the positions and to finite differences, reference energies fitted by least squares
+and to finite differences, reference energies fitted by least squares
 and saved with the model, training on forces beating zero forces, a calculator without ``properties=``,
-and the refusals."""
+energy errors per atom and forces in meV/A in the test table and ``evaluate``, predict's forces, and the
+refusals."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from ase import Atoms
@@ -76,6 +80,69 @@ def test_model_forces_equal_the_calculators_and_finite_differences(potential_run
     # The model's own forces head (edge-vector derivatives, float32) gives the same forces.
     predicted = model.predict([atoms]).atoms[["forces[0]", "forces[1]", "forces[2]"]].to_numpy()
     np.testing.assert_allclose(predicted, forces, atol=2e-3 * np.abs(forces).max())
+
+
+def test_test_table_and_evaluate_give_energy_per_atom_in_mev_and_forces_in_mev_per_a(potential_run, emt_prepared):
+    from click.testing import CliRunner
+    from rich.console import Console
+
+    from hydradgl.cli import main
+    from hydradgl.cli.reporting import metrics_table
+
+    test = emt_prepared.test
+    predicted, _ = hydradgl.load(potential_run.run_dir).predict_arrays(test)["energy"]
+    true = test.with_normalizer(None).graph_targets["energy"][:, 0].astype(np.float64)
+    per_atom = (predicted[:, 0] - true) / test.num_nodes  # each structure's error over its own atom count
+    energy = potential_run.test["energy"]
+    assert energy["rmse_per_atom"] == pytest.approx(np.sqrt(np.mean(per_atom ** 2)), rel=1e-4)
+    assert energy["mae_per_atom"] == pytest.approx(np.mean(np.abs(per_atom)), rel=1e-4)
+    assert (energy["display_unit"], potential_run.test["forces"]["display_unit"]) == ("meV/atom", "meV/A")
+    console = Console(width=200, record=True)
+    console.print(metrics_table(potential_run.test))
+    row = next(line for line in console.export_text().splitlines() if line.startswith("│ energy"))
+    assert [c.strip() for c in row.split("│")[4:7]] == [f"{1e3 * energy['rmse_per_atom']:.4g}",
+                                                       f"{1e3 * energy['mae_per_atom']:.4g}", "meV/atom"]
+
+    result = CliRunner().invoke(main, ["evaluate", str(potential_run.run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.stdout)
+    for head in ("energy", "forces"):
+        for key in ("rmse_phys", "rmse_display", "mae_display"):
+            assert evaluated[head][key] == pytest.approx(potential_run.test[head][key], rel=1e-5)
+    assert evaluated["forces"]["rmse_display"] == pytest.approx(1e3 * evaluated["forces"]["rmse_phys"])
+    saved = json.loads((potential_run.run_dir / "test_metrics.json").read_text())["heads"]
+    assert saved["energy"]["unit"] == "eV" and saved["energy"]["unit_per_atom"] == "eV/atom"
+    assert saved["energy"]["rmse_display"] == pytest.approx(1e3 * saved["energy"]["rmse_per_atom"])
+
+
+def test_predict_gives_the_calculators_forces_per_atom_and_an_ensemble_their_spread(potential_run, tmp_path):
+    from ase.io import write
+    from click.testing import CliRunner
+
+    from hydradgl.ase import HydraCalculator
+    from hydradgl.cli import main
+
+    columns = ["forces[0]", "forces[1]", "forces[2]"]
+    frames = [emt_cell(1), emt_cell(2)[:20]]
+    model = hydradgl.load(potential_run.run_dir).to(torch.float64)
+    atoms_rows = model.predict(frames).atoms
+    for s, atoms in enumerate(frames):
+        atoms.calc = HydraCalculator(model, skin=0.0)
+        np.testing.assert_allclose(atoms_rows[atoms_rows.structure == s][columns].to_numpy(), atoms.get_forces(),
+                                   rtol=0, atol=1e-6)
+    pair = hydradgl.load([potential_run.run_dir, potential_run.run_dir]).predict(frames)
+    assert {f"{c}_std" for c in columns} <= set(pair.atoms) and "energy_std" in pair.structures
+    np.testing.assert_allclose(pair.atoms[[f"{c}_std" for c in columns]].to_numpy(), 0.0, atol=1e-6)
+
+    path = tmp_path / "frames.xyz"
+    write(path, [a.copy() for a in frames], format="extxyz")
+    result = CliRunner().invoke(main, ["predict", str(potential_run.run_dir), str(path), "-o",
+                                       str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    written = pd.read_csv(tmp_path / "out.atoms.csv")
+    expected = hydradgl.load(potential_run.run_dir).predict([path]).atoms
+    assert len(written) == 52
+    np.testing.assert_allclose(written[columns].to_numpy(), expected[columns].to_numpy(), rtol=1e-6, atol=1e-9)
 
 
 def test_reference_energies_are_the_least_squares_fit_and_travel_with_the_model(potential_run, emt_prepared):

@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from hydradgl.train.display_units import displayed_errors
 from hydradgl.train.report import Reporter, RunEnd, RunStart, epoch_line
 
 
@@ -64,13 +65,15 @@ class ConsoleReporter(Reporter):
 
 
 def metrics_table(test: dict[str, dict]) -> Table:
-    """Test metrics per head (each with its ``unit``, as :func:`~hydradgl.train.metrics.with_units` gives)."""
+    """Test metrics per head (each with its ``unit``, as :func:`~hydradgl.train.metrics.with_units` gives):
+    RMSE and MAE normalized, then in the unit they are shown in (a potential's energy per atom in meV/atom,
+    forces in meV/A: :func:`~hydradgl.train.display_units.displayed_errors`)."""
     table = Table(title="test metrics")
     for col in ("head", "RMSE (norm.)", "MAE (norm.)", "RMSE", "MAE", "unit"):
         table.add_column(col, justify="left" if col in ("head", "unit") else "right")
     for head, m in test.items():
-        table.add_row(head, f"{m['rmse']:.3e}", f"{m['mae']:.3e}", f"{m['rmse_phys']:.4g}", f"{m['mae_phys']:.4g}",
-                      m["unit"])
+        rmse, mae, unit = displayed_errors(m)
+        table.add_row(head, f"{m['rmse']:.3e}", f"{m['mae']:.3e}", f"{rmse:.4g}", f"{mae:.4g}", unit)
     return table
 
 

@@ -71,12 +71,14 @@ CHECKPOINT_OPTION = click.option(
 @click.option("--per-structure", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write one CSV row per test structure: graph heads' true and predicted values, "
                    "node heads' RMSE over the structure's atoms (physical units).")
-@click.option("--json", "as_json", is_flag=True, help="Print metrics as JSON (with unit and level per head).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print metrics as JSON (with unit and level per head, and the errors as the table shows them).")
 @click.option("--no-plots", is_flag=True, help="Ensembles: skip the uncertainty plots.")
 def evaluate(run_dir: Path, config_path: Path | None, checkpoint: Literal["best", "last"], per_structure: Path | None,
              as_json: bool, no_plots: bool) -> None:
-    """Test metrics of a saved run (RMSE and MAE, normalized and physical); for an ensemble, its
-    uncertainty metrics and calibration (docs/api.md)."""
+    """Test metrics of a saved run (RMSE and MAE, normalized and physical: a potential's energy per atom in
+    meV/atom, forces in meV/A, stress in GPa); for an ensemble, its uncertainty metrics and calibration
+    (docs/api.md)."""
     from hydradgl.atomic import atomic_write_csv, atomic_write_text
     from hydradgl.train.rundir import member_dirs
     from hydradgl.train.saved import evaluate_saved, load_run
@@ -116,7 +118,8 @@ def evaluate(run_dir: Path, config_path: Path | None, checkpoint: Literal["best"
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Structures per batch.")
 def predict(run_dir: Path, inputs: tuple[Path, ...], output: Path, device: str, batch_size: int) -> None:
-    """Predict LSMS or extxyz files (or folders of them) with a saved run or ensemble, in physical units."""
+    """Predict LSMS or extxyz files (or folders of them) with a saved run or ensemble, in physical units
+    (a potential's forces per atom, its stress per structure, included)."""
     from hydradgl.api import load
     from hydradgl.atomic import atomic_write_text
 

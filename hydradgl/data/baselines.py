@@ -6,7 +6,8 @@
   node targets, the training mean of each element (the atom's own element is all it sees).
 
 A model that is not clearly better than ``composition`` has learned little beyond the stoichiometry.
-Every function takes GraphSets with targets in physical units and is fitted on ``train`` only.
+Every function takes GraphSets with targets in physical units and is fitted on ``train`` only. NaN
+targets (a partial target's masked frames) are skipped: in the fits and in the errors.
 """
 
 from __future__ import annotations
@@ -36,37 +37,48 @@ def composition_features(counts: np.ndarray) -> np.ndarray:
     return np.hstack([np.ones((len(counts), 1)), counts, counts[:, rows] * counts[:, cols]])
 
 
+def present_rows(values: np.ndarray) -> np.ndarray:
+    """(n,) bool: the rows of (n, d) ``values`` with every component finite (NaN: a masked frame)."""
+    return np.all(np.isfinite(values), axis=1)
+
+
 def mean_prediction(train_values: np.ndarray, n: int) -> np.ndarray:
-    """(n, d): the training mean of every component, repeated."""
+    """(n, d): the training mean of every component (over the present rows), repeated."""
     flat = train_values.reshape(len(train_values), -1).astype(float)
-    return np.tile(flat.mean(axis=0), (n, 1))
+    return np.tile(flat[present_rows(flat)].mean(axis=0), (n, 1))
 
 
 def composition_fit_prediction(train: GraphSet, test: GraphSet, name: str, species: list[int]) -> np.ndarray:
-    """(G_test, d): least-squares fit of graph target ``name`` on ``composition_features`` (minimum norm)."""
+    """(G_test, d): least-squares fit of graph target ``name`` on ``composition_features`` (minimum norm),
+    over the training graphs where it is present."""
     x_train = composition_features(element_counts(train, species))
     y_train = train.graph_targets[name].reshape(len(train), -1).astype(float)
-    coef, *_ = np.linalg.lstsq(x_train, y_train, rcond=None)
+    keep = present_rows(y_train)
+    coef, *_ = np.linalg.lstsq(x_train[keep], y_train[keep], rcond=None)
     return composition_features(element_counts(test, species)) @ coef
 
 
 def element_mean_prediction(train: GraphSet, test: GraphSet, name: str) -> np.ndarray:
     """(N_test, d): the training mean of node target ``name`` over atoms of the same element.
 
-    An element absent from the training split gets the mean over all training atoms.
+    An element absent from the training split (or whose atoms all lack the target) gets the mean over all
+    training atoms that have it.
     """
     y_train = train.node_targets[name].reshape(len(train.numbers), -1).astype(float)
-    prediction = np.broadcast_to(y_train.mean(axis=0), (len(test.numbers), y_train.shape[1])).copy()
+    present = present_rows(y_train)
+    prediction = np.broadcast_to(y_train[present].mean(axis=0), (len(test.numbers), y_train.shape[1])).copy()
     for z in np.unique(test.numbers):
-        seen = train.numbers == z
+        seen = (np.asarray(train.numbers) == z) & present
         if seen.any():
             prediction[test.numbers == z] = y_train[seen].mean(axis=0)
     return prediction
 
 
 def rmse(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Root mean square over every value and component (as the training metrics count them)."""
+    """Root mean square over every value and component whose truth is present (finite), as the training
+    metrics count them; NaN when none is."""
     diff = np.asarray(prediction, dtype=float).reshape(-1) - np.asarray(truth, dtype=float).reshape(-1)
+    diff = diff[np.isfinite(np.asarray(truth, dtype=float).reshape(-1))]
     return float(np.sqrt(np.mean(diff * diff))) if diff.size else float("nan")
 
 

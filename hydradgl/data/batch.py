@@ -22,7 +22,9 @@ class Batch:
     * ``edge_dist``: (E,) float distances, ``edge_vec``: (E, 3) displacement ``pos[dst] - pos[src]``
       (including the periodic image shift);
     * ``graph_targets[name]``: (B, d) and ``node_targets[name]``: (N, d), normalized targets;
-    * ``graph_ids``: (B,) long, index of each graph in its dataset (for predictions and plots).
+    * ``graph_ids``: (B,) long, index of each graph in its dataset (for predictions and plots);
+    * ``cell``: (B, 3, 3) float, each structure's lattice vectors as rows where it is periodic along all
+      three axes, zeros where not (the stress needs the cell's volume); None when not known.
     """
 
     graph: MessageGraph
@@ -33,6 +35,7 @@ class Batch:
     graph_targets: dict[str, torch.Tensor] = field(default_factory=dict)
     node_targets: dict[str, torch.Tensor] = field(default_factory=dict)
     graph_ids: torch.Tensor | None = None
+    cell: torch.Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -54,4 +57,5 @@ class Batch:
             graph_targets={k: move(v) for k, v in self.graph_targets.items()},
             node_targets={k: move(v) for k, v in self.node_targets.items()},
             graph_ids=None if self.graph_ids is None else move(self.graph_ids),
+            cell=None if self.cell is None else move(self.cell),
         )

@@ -39,7 +39,8 @@ class GraphSet:
     (e.g. ``Fe12Pt20``) for stratified splits and reports; ``sources`` name where each came from
     (both may be lazy sequences over the cache's tables). ``species_lookup`` maps a proton number to
     its index in the model's species list (set by ``assign_species``), so ``species`` needs no array
-    of its own.
+    of its own. ``cell`` holds each graph's lattice vectors (rows) where it is periodic along all three
+    axes and its graph has periodic images, zeros elsewhere (no stress there); all zeros when not given.
     """
 
     numbers: np.ndarray  # (N,) integer proton numbers
@@ -56,10 +57,13 @@ class GraphSet:
     compositions: Sequence[str] = field(default_factory=list)
     sources: Sequence[str] = field(default_factory=list)
     species_lookup: np.ndarray | None = None  # (119,) int64, -1 for absent elements
+    cell: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3), np.float32))  # (G, 3, 3) float32
 
     def __post_init__(self) -> None:
         if len(self.ids) == 0:  # not given: the graphs are the dataset's, in order
             self.ids = np.arange(len(self.node_ptr) - 1, dtype=np.int64)
+        if len(self.cell) == 0:  # not given: no graph has a periodic cell
+            self.cell = np.zeros((len(self), 3, 3), np.float32)
 
     def __len__(self) -> int:
         return len(self.node_ptr) - 1
@@ -95,6 +99,7 @@ class GraphSet:
             node_targets={k: v[nodes] for k, v in self.node_targets.items()},
             ids=self.ids[idx], compositions=[self.compositions[i] for i in idx] if len(self.compositions) else [],
             sources=[self.sources[i] for i in idx] if len(self.sources) else [], species_lookup=self.species_lookup,
+            cell=self.cell[idx],
         )
 
     def with_targets(self, graph_targets: dict[str, np.ndarray], node_targets: dict[str, np.ndarray]) -> GraphSet:
@@ -150,6 +155,11 @@ class GraphView:
     @property
     def sources(self) -> list[str]:
         return [self.base.sources[i] for i in self.rows]
+
+    @property
+    def cell(self) -> np.ndarray:
+        """(G, 3, 3) these graphs' periodic cells (zeros for a graph without one; a copy)."""
+        return np.asarray(self.base.cell[self.rows])
 
     @property
     def graph_targets(self) -> dict[str, np.ndarray]:

@@ -37,6 +37,7 @@ def collate(graphs: GraphSet | GraphView, idx: np.ndarray) -> Batch:
         graph_targets={k: torch.from_numpy(view.scale(k, np.asarray(v[rows]))) for k, v in base.graph_targets.items()},
         node_targets={k: torch.from_numpy(view.scale(k, np.asarray(v[nodes]))) for k, v in base.node_targets.items()},
         graph_ids=torch.from_numpy(base.ids[rows]),
+        cell=torch.from_numpy(np.asarray(base.cell[rows])),
     )
 
 

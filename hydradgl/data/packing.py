@@ -39,12 +39,17 @@ def compositions(numbers: np.ndarray, node_ptr: np.ndarray) -> list[str]:
     return out
 
 
-def check_finite(raw: RawDataset | Iterable[Structure]) -> None:
-    """NaN or infinite targets are refused, naming the structure's source."""
+def check_finite(raw: RawDataset | Iterable[Structure], targets: dict[str, TargetInfo] | None = None) -> None:
+    """NaN or infinite targets are refused, naming the structure's source. A partial target
+    (``TargetInfo.partial``; ``targets`` are the declared ones when ``raw`` is not a RawDataset) may be all
+    NaN in a structure (a frame that lacks it, masked), never partly NaN or infinite."""
+    declared = raw.targets if isinstance(raw, RawDataset) else targets or {}
+    partial = {name for name, info in declared.items() if info.partial}
     for s in raw.structures if isinstance(raw, RawDataset) else raw:
         for name, values in s.targets.items():
-            if not np.all(np.isfinite(values)):
-                raise DataError(f"{s.source}: target {name!r} has NaN or infinite values")
+            if np.all(np.isfinite(values)) or (name in partial and np.all(np.isnan(values))):
+                continue
+            raise DataError(f"{s.source}: target {name!r} has NaN or infinite values")
 
 
 def _sources(structures: list[Structure], limit: int = 3) -> str:
@@ -106,7 +111,16 @@ def pack(structures: list[Structure], targets: dict[str, TargetInfo], node_input
                     dist=np.sqrt(np.einsum("ij,ij->i", vec_all, vec_all)), edge_ptr=edge_ptr,
                     graph_targets=graph_t, node_targets=node_t,
                     compositions=compositions(numbers, node_ptr),
-                    sources=[s.source for s in structures])
+                    sources=[s.source for s in structures],
+                    cell=np.array([periodic_cell(s, graph) for s in structures], dtype=np.float32).reshape(-1, 3, 3))
+
+
+def periodic_cell(structure: Structure, graph: GraphConfig) -> np.ndarray:
+    """The structure's lattice vectors (rows) where its graph has periodic images along all three axes (the
+    stress needs its volume), else zeros."""
+    if graph.periodic and structure.cell is not None and all(structure.pbc):
+        return np.asarray(structure.cell, dtype=float)
+    return np.zeros((3, 3))
 
 
 def assign_species(graphs: GraphSet, species: list[int], where: str = "",

@@ -59,9 +59,9 @@ class LoadedData:
 
 def pack_checked(structures: list[Structure], targets: dict[str, TargetInfo], node_inputs: dict[str, int],
                  graph: GraphConfig, skip_incomplete: bool = False) -> GraphSet:
-    """:func:`pack` for one chunk of a dataset, refusing NaN targets and structures lacking a target
-    (left out instead with ``skip_incomplete``: the build counts them)."""
-    check_finite(structures)
+    """:func:`pack` for one chunk of a dataset, refusing NaN targets (but a partial target's masked
+    frames) and structures lacking a target (left out instead with ``skip_incomplete``: the build counts them)."""
+    check_finite(structures, targets)
     chunk = RawDataset(structures=list(structures), targets=targets, node_inputs=node_inputs)
     check_complete(chunk, skip_incomplete)
     return pack(list(chunk.structures), targets, node_inputs, graph)
@@ -245,6 +245,11 @@ def split_dataset(data: LoadedData, cfg: RunConfig, log: Callable[[str], None] |
         if len(train) == 0:
             raise DataError(f"dataset {cfg.dataset.name!r} has no training graphs ({len(graphs)} graphs in all)")
         lo, hi = stored.target_range(train.rows)
+        unseen = [name for name, low in lo.items() if not np.all(np.isfinite(low))]
+        if unseen:
+            raise DataError(f"dataset {cfg.dataset.name!r}: target(s) {', '.join(map(repr, unseen))} have no value in "
+                            f"the training split ({len(train)} structures, all masked); give more frames with them, "
+                            "or train without them")
         info = DatasetInfo(species=species, node_inputs=data.node_inputs, targets=data.targets,
                            target_min=lo, target_max=hi, degree_histogram=stored.degree_histogram(train.rows).tolist(),
                            cutoff=cfg.graph.radius, graph=cfg.graph)

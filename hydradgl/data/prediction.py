@@ -2,7 +2,8 @@
 
 Which reader reads a file: the saved run's own dataset plugin (with the run's dataset options, so LSMS
 files get the training lattice), unless the file's name ends with a suffix that only another
-plugin claims (``DatasetSpec.suffixes``, e.g. ``.xyz`` for extxyz). Core knows no reader by name.
+plugin claims (``DatasetSpec.suffixes``: endings of the file name, e.g. ``.xyz`` for extxyz, ``OUTCAR``
+for ase). Core knows no reader by name.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
+def _claims(spec: DatasetSpec, path: Path) -> bool:
+    """Whether ``spec`` claims ``path`` (its name ends with one of ``spec.suffixes``)."""
+    return any(path.name.endswith(suffix) for suffix in spec.suffixes)
+
+
 def _reader(path: Path, own: DatasetSpec, registry: Registry) -> DatasetSpec | None:
-    """The plugin that reads ``path``: the run's own unless another one claims the file's suffix."""
-    if own.read_structures is not None and (not own.suffixes or path.suffix in own.suffixes):
+    """The plugin that reads ``path``: the run's own unless another one claims the file's name ending."""
+    if own.read_structures is not None and (not own.suffixes or _claims(own, path)):
         return own
     claims = [registry.dataset(n) for n in registry.names("dataset")]
-    claims = [s for s in claims if s.read_structures is not None and path.suffix in s.suffixes]
+    claims = [s for s in claims if s.read_structures is not None and _claims(s, path)]
     return claims[0] if claims else (own if own.read_structures is not None else None)
 
 

@@ -19,6 +19,9 @@ class TargetInfo(BaseModel):
 
     ``extensive`` (graph targets): True when the value grows with the number of atoms (total energy:
     a sum readout fits), False when it does not (energy per atom: a mean readout fits), None if unknown.
+    ``partial``: some structures lack the target (a reader's masked frames, e.g. forces absent from a few
+    DFT files): theirs is stored as NaN, which the loss, metrics, statistics and baselines skip; a NaN in
+    a target that is not partial is an error.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -28,6 +31,7 @@ class TargetInfo(BaseModel):
     unit: str = ""
     description: str = ""
     extensive: bool | None = None
+    partial: bool = False
 
     @property
     def readout(self) -> str | None:

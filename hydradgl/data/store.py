@@ -29,7 +29,7 @@ from hydradgl.data.graphset import GraphSet, gather_ranges
 from hydradgl.data.npyio import HEADER_BYTES, FileArray, NpyAppender, data_bytes
 from hydradgl.data.records import TargetInfo
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: the per-graph cell (stress)
 MANIFEST = "manifest.json"
 MAX_Z = 119
 
@@ -63,6 +63,8 @@ SCHEMA: tuple[Column, ...] = (
     Column("dist", "float32", "E", (), "length of `vec`", graph_field="dist"),
     Column("edge_ptr", "int64", "G+1", (), "edges of graph g are rows `edge_ptr[g]:edge_ptr[g+1]`", resident=True,
            spans="E", graph_field="edge_ptr"),
+    Column("cell", "float32", "G", (3, 3), "lattice vectors (rows), Angstrom, of a graph periodic along all three "
+           "axes (graph.periodic); zeros for any other: it has no stress", resident=True, graph_field="cell"),
     Column("graph_target", "float32", "G", ("d",), "graph-level target t (d components), physical units",
            resident=True, per_target="graph", graph_field="graph_targets"),
     Column("node_target", "float32", "N", ("d",), "node-level target t (d components), physical units",
@@ -161,14 +163,15 @@ def degree_pairs(graphs: GraphSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _segment_range(values: np.ndarray, ptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-segment min and max of ``values`` rows (+inf/-inf for an empty segment)."""
+    """Per-segment min and max of ``values`` rows, NaN (a masked frame's) ignored: NaN where a segment
+    has no other value, +inf/-inf for an empty segment."""
     n, dim = len(ptr) - 1, values.shape[1]
     lo, hi = np.full((n, dim), np.inf, np.float32), np.full((n, dim), -np.inf, np.float32)
     full = np.diff(ptr) > 0
     if full.any():
         starts = ptr[:-1][full]
-        lo[full] = np.minimum.reduceat(values, starts, axis=0)
-        hi[full] = np.maximum.reduceat(values, starts, axis=0)
+        lo[full] = np.fmin.reduceat(values, starts, axis=0)
+        hi[full] = np.fmax.reduceat(values, starts, axis=0)
     return lo, hi
 
 
@@ -211,6 +214,7 @@ class StoreWriter:
             f[name].append(getattr(chunk, name))
         self._append_ptr("node_ptr", chunk.num_nodes)
         self._append_ptr("edge_ptr", chunk.num_edges)
+        f["cell"].append(chunk.cell)
         ptr, values, counts = degree_pairs(chunk)
         self._append_ptr("degree_ptr", np.diff(ptr))
         f["degree_value"].append(values)
@@ -258,15 +262,16 @@ class StoreWriter:
         return self.folder
 
     def _target_statistics(self, n_graphs: int) -> dict[str, dict[str, list[float]]]:
-        """Min and max of every target over the whole set, from the finished files (graph-sized reads)."""
+        """Min and max of every target over the whole set, from the finished files (graph-sized reads);
+        NaN (masked frames of a partial target) ignored."""
         lo, hi = {}, {}
         for name, t in self.targets.items():
             prefix = (("graph_target.", "graph_target.") if t.level == "graph"
                       else ("node_target_min.", "node_target_max."))
             low = np.load(self.tmp / f"{prefix[0]}{name}.npy", mmap_mode="r")
             high = np.load(self.tmp / f"{prefix[1]}{name}.npy", mmap_mode="r")
-            lo[name] = low.min(axis=0).astype(float).tolist() if n_graphs else []
-            hi[name] = high.max(axis=0).astype(float).tolist() if n_graphs else []
+            lo[name] = np.fmin.reduce(low, axis=0).astype(float).tolist() if n_graphs else []
+            hi[name] = np.fmax.reduce(high, axis=0).astype(float).tolist() if n_graphs else []
         return {"target_min": lo, "target_max": hi}
 
     def abort(self) -> None:
@@ -295,7 +300,8 @@ class Store:
 
     def target_range(self, rows: np.ndarray,
                      chunk: int = 1 << 16) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-        """Per-component min and max of every target over graphs ``rows``, read a chunk at a time."""
+        """Per-component min and max of every target over graphs ``rows``, read a chunk at a time; NaN
+        (masked frames of a partial target) ignored, +inf/-inf for a component with no value."""
         lo: dict[str, list[float]] = {}
         hi: dict[str, list[float]] = {}
         for name, t in self.targets.items():
@@ -304,8 +310,8 @@ class Store:
             low = np.full(t.dim, np.inf)
             high = np.full(t.dim, -np.inf)
             for part in _chunks_of(rows, chunk):
-                low = np.minimum(low, self.arrays[low_key][part].min(axis=0))
-                high = np.maximum(high, self.arrays[high_key][part].max(axis=0))
+                low = np.fmin(low, np.fmin.reduce(self.arrays[low_key][part], axis=0))
+                high = np.fmax(high, np.fmax.reduce(self.arrays[high_key][part], axis=0))
             lo[name] = low.astype(np.float32).astype(float).tolist()
             hi[name] = high.astype(np.float32).astype(float).tolist()
         return lo, hi

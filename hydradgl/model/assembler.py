@@ -17,8 +17,8 @@ from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphView
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.records import DatasetInfo
-from hydradgl.errors import ConfigError
-from hydradgl.model.derivatives import forces_from_edges
+from hydradgl.errors import ConfigError, DataError
+from hydradgl.model.derivatives import cell_volumes, derivatives
 from hydradgl.model.heads import HeadDescription, describe_heads
 from hydradgl.model.layers import EdgeGeometry, GaussianExpansion
 from hydradgl.model.layers import activation as _activation
@@ -48,26 +48,31 @@ class EdgeFeatures(nn.Module):
 
 class TargetScale(nn.Module):
     """A target's normalization ``(y - lo) / span`` inside the model (for potentials, whose heads work in
-    physical units); not saved with the weights: it is rebuilt from the run's dataset statistics."""
+    physical units); not saved with the weights: it is rebuilt from the run's dataset statistics. Kept in
+    float64 and applied in the values' dtype, so that it is the exact inverse of the
+    :class:`~hydradgl.data.normalize.Normalizer` that turns the outputs back into physical units (a float64
+    model's forces and stress are then its energy's derivatives to float64 rounding)."""
 
     lo: torch.Tensor
     span: torch.Tensor
 
     def __init__(self, lo, span):
         super().__init__()
-        self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float32), persistent=False)
-        self.register_buffer("span", torch.as_tensor(span, dtype=torch.float32), persistent=False)
+        self.register_buffer("lo", torch.as_tensor(lo, dtype=torch.float64), persistent=False)
+        self.register_buffer("span", torch.as_tensor(span, dtype=torch.float64), persistent=False)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return (values - self.lo) / self.span
+        return (values - self.lo.to(values.dtype)) / self.span.to(values.dtype)
 
 
 class HydraModel(nn.Module):
     """Shared trunk + heads. ``forward(batch)`` returns normalized predictions keyed by head name:
     (B, d) for graph heads, (N, d) for node heads. A potential head (a head plugin with ``energy=True``)
-    gives each graph's energy in physical units, normalized here; its forces ``-dE/dr`` (the derived
-    head ``forces_of`` it) come from :func:`~hydradgl.model.derivatives.forces_from_edges`, with the
-    double-backward graph kept while autograd is on (training on forces).
+    gives each graph's energy in physical units, normalized here; its forces ``-dE/dr`` and stress
+    ``(1/V) dE/d(strain)`` (the derived heads ``forces_of`` and ``stress_of`` it) come from one gradient
+    of it in :func:`~hydradgl.model.derivatives.derivatives`, with the double-backward graph kept while
+    autograd is on (training on them). The stress needs ``Batch.cell``: a structure without a periodic
+    cell is refused (DataError), never divided by a zero volume.
 
     Args:
         n_species: rows of the element embedding (``Batch.species`` indexes it).
@@ -80,7 +85,7 @@ class HydraModel(nn.Module):
         norm: normalization after each conv (batch, layer, none).
         activation: activation after each normalization.
         needs_edges: whether any conv reads the edge features (else they are not computed).
-        energy_scales: for each potential head, and each derived forces head, its target's
+        energy_scales: for each potential head, and each derived forces or stress head, its target's
             normalization (:class:`TargetScale`), keyed by head name.
     """
 
@@ -157,13 +162,20 @@ class HydraModel(nn.Module):
         forces = {d.forces_of: d.name for d in self.head_descriptions if d.forces_of is not None}
         return {name: forces.get(name) for name in self.heads if name in self.energy_scales}
 
+    @property
+    def stress_heads(self) -> dict[str, str]:
+        """Each potential head with a derived stress head, and that head's name."""
+        return {d.stress_of: d.name for d in self.head_descriptions if d.stress_of is not None}
+
     def forward(self, batch: Batch, heads: Collection[str] | None = None) -> dict[str, torch.Tensor]:
         """Every head's output, or only those named in ``heads``."""
         wanted = [d for d in self.head_descriptions if heads is None or d.name in heads]
-        forces = [(d.name, d.forces_of) for d in wanted if d.forces_of is not None]  # (forces head, energy head)
-        modules = list(dict.fromkeys([d.name for d in wanted if d.forces_of is None] + [e for _, e in forces]))
-        if not forces:
+        derived = [d for d in wanted if d.derivative_of is not None]
+        modules = list(dict.fromkeys([d.name for d in wanted if d.derivative_of is None]
+                                     + [d.derivative_of for d in derived if d.derivative_of is not None]))
+        if not derived:
             return self._outputs(batch, modules)
+        volume = _stress_volumes(batch) if any(d.stress_of is not None for d in derived) else None
         differentiable = torch.is_grad_enabled()
         with torch.enable_grad():
             vec = batch.edge_vec if batch.edge_vec.requires_grad else batch.edge_vec.detach().requires_grad_(True)
@@ -171,9 +183,16 @@ class HydraModel(nn.Module):
             physical: dict[str, torch.Tensor] = {}
             out = self._outputs(batch, modules, physical)
             graph = batch.graph.using(self.kernels)
-            for name, energy_head in forces:
-                value = forces_from_edges(physical[energy_head], vec, graph, create_graph=differentiable)
-                out[name] = self.energy_scales[name](value)
+            energies = [e for e in dict.fromkeys(d.derivative_of for d in derived) if e is not None]
+            for i, energy_head in enumerate(energies):  # one gradient per potential: its forces and stress
+                forces = next((d.name for d in derived if d.forces_of == energy_head), None)
+                stress = next((d.name for d in derived if d.stress_of == energy_head), None)
+                found = derivatives(physical[energy_head], vec, graph, volume, forces=forces is not None,
+                                    stress=stress is not None, create_graph=differentiable,
+                                    retain_graph=differentiable or i + 1 < len(energies))
+                for name, value in ((forces, found.forces), (stress, found.stress)):
+                    if name is not None and value is not None:
+                        out[name] = self.energy_scales[name](value)
         return out if differentiable else {name: value.detach() for name, value in out.items()}
 
     def _outputs(self, batch: Batch, names: list[str],
@@ -241,18 +260,33 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     return model
 
 
+def _stress_volumes(batch: Batch) -> torch.Tensor:
+    """(B,) the batch's cell volumes, for the stress; DataError when a structure has no periodic cell."""
+    if batch.cell is None:
+        raise DataError("the stress needs each structure's cell, but this batch carries none")
+    volume = cell_volumes(batch.cell)
+    lacking = torch.nonzero(volume <= 0).flatten()
+    if len(lacking):
+        ids = lacking if batch.graph_ids is None else batch.graph_ids.to(lacking.device)[lacking]
+        shown = ", ".join(f"#{int(g)}" for g in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        raise DataError(f"the stress needs a cell periodic along all three axes, but structure(s) {shown} (their index "
+                        "in the dataset, or among the structures predicted) have none; predict the stress of "
+                        "periodic structures only (graph.periodic: true, a lattice periodic along x, y and z)")
+    return volume
+
+
 class SmoothnessWarning(UserWarning):
     """Forces were asked of a model whose energy is not smooth in the positions: it jumps when a
     neighbour crosses the cutoff, or follows a max/min among equivalent neighbours."""
 
 
 def _check_potentials(model: HydraModel, conv: str) -> None:
-    """Refuse forces of an energy that does not depend on distances; warn when it is not smooth."""
-    if not any(forces for forces in model.potential_heads.values()):
+    """Refuse forces or stress of an energy that does not depend on distances; warn when it is not smooth."""
+    if not any(forces for forces in model.potential_heads.values()) and not model.stress_heads:
         return
     if not model.depends_on_distances:
         raise ConfigError(f"model.conv: {conv!r} reads neither edge features nor the geometry here, so its "
-                          "energy does not depend on interatomic distances and has no forces; use a "
+                          "energy does not depend on interatomic distances and has no forces or stress; use a "
                           "distance-aware conv (e.g. schnet, egnn, cgcnn or pna with edge features)")
     reasons = []
     if not model.smooth_at_cutoff:

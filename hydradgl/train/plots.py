@@ -9,8 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from hydradgl.atomic import atomic_open  # noqa: E402
+from hydradgl.train.display_units import display_unit  # noqa: E402
 from hydradgl.train.report import Reporter, RunEnd  # noqa: E402
 from hydradgl.train.uncertainty import coverage_curve  # noqa: E402
 
@@ -24,24 +26,58 @@ def save_figure(fig, path: Path) -> None:
         plt.close(fig)
 
 
+def present_components(true: np.ndarray, pred: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per component of a head's (rows, components) values, (true, predicted) where the target is
+    present (finite: a frame without forces or stress stores NaN)."""
+    true, pred = true.reshape(len(true), -1), pred.reshape(len(pred), -1)
+    parts = []
+    for c in range(true.shape[1]):
+        keep = np.isfinite(true[:, c])
+        parts.append((true[keep, c], pred[keep, c]))
+    return parts
+
+
+def parity_figure(head: str, true: np.ndarray, pred: np.ndarray, unit: str = "") -> Figure:
+    """The parity plot of one head, values (rows, components) in ``unit``: a density of points for one
+    component; for several (forces, stress) every component in one panel, one colour each (``head[i]``,
+    as predict names the columns). The title gives the RMSE over every present value."""
+    parts = present_components(true, pred)
+    label = f" [{unit}]" if unit else ""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    if len(parts) == 1:
+        ax.hexbin(*parts[0], gridsize=50, mincnt=1, bins="log", cmap="viridis")
+    else:
+        for c, (t, p) in enumerate(parts):
+            ax.scatter(t, p, s=3, alpha=0.4, label=f"{head}[{c}]", rasterized=True)
+        ax.legend(fontsize=7, markerscale=3)
+    everything = np.concatenate([np.concatenate(part) for part in parts])
+    lo, hi = float(everything.min()), float(everything.max())
+    ax.plot([lo, hi], [lo, hi], "r--", lw=1)
+    errors = np.concatenate([p - t for t, p in parts])
+    rmse = float(np.sqrt(np.mean(errors ** 2)))
+    ax.set(xlabel=f"true {head}{label}", ylabel=f"predicted {head}{label}",
+           title=f"{head}: test RMSE {rmse:.3g}{label}")
+    return fig
+
+
 def parity_and_histograms(results: dict[str, tuple[np.ndarray, np.ndarray]], units: dict[str, str],
                           folder: Path) -> None:
-    """``results[head] = (true, predicted)`` in physical units."""
+    """``results[head] = (true, predicted)`` in physical units (rows, components; NaN where a target is
+    absent), ``units[head]`` their unit: ``parity_<head>.png`` and ``errors_<head>.png`` per head, in the
+    unit errors are shown in (:mod:`~hydradgl.train.display_units`). A head without present values
+    has no plots."""
     folder.mkdir(parents=True, exist_ok=True)
     for head, (true, pred) in results.items():
-        unit = f" [{units[head]}]" if units.get(head) else ""
-        true, pred = true.ravel(), pred.ravel()
-        fig, ax = plt.subplots(figsize=(4.2, 4))
-        ax.hexbin(true, pred, gridsize=50, mincnt=1, bins="log", cmap="viridis")
-        lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
-        ax.plot([lo, hi], [lo, hi], "r--", lw=1)
-        rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
-        ax.set(xlabel=f"true {head}{unit}", ylabel=f"predicted {head}{unit}",
-               title=f"{head}: test RMSE {rmse:.3g}{unit}")
-        save_figure(fig, folder / f"parity_{head}.png")
+        unit, factor = display_unit(units.get(head, ""))
+        true, pred = factor * np.asarray(true, dtype=np.float64), factor * np.asarray(pred, dtype=np.float64)
+        errors = np.concatenate([p - t for t, p in present_components(true, pred)])
+        if not errors.size:
+            continue
+        save_figure(parity_figure(head, true, pred, unit), folder / f"parity_{head}.png")
+        label = f" [{unit}]" if unit else ""
         fig, ax = plt.subplots(figsize=(4.2, 3.2))
-        ax.hist(pred - true, bins=60, color="steelblue")
-        ax.set(xlabel=f"error {head}{unit}", ylabel="count", title=f"{head}: test errors")
+        ax.hist(errors, bins=60, color="steelblue")
+        ax.set(xlabel=f"error {head}{label}", ylabel="count", title=f"{head}: test errors")
         save_figure(fig, folder / f"errors_{head}.png")
 
 

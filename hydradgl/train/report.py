@@ -20,6 +20,7 @@ from typing import IO, Any
 import numpy as np
 
 from hydradgl.atomic import atomic_write_csv
+from hydradgl.train.display_units import displayed_errors
 
 
 @dataclass
@@ -176,7 +177,8 @@ class LineReporter(Reporter):
 
     def finish(self, end: RunEnd) -> None:
         for head, m in end.test.items():
-            self._print(f"test {head}: RMSE {m['rmse_phys']:.4g} {m['unit']}, MAE {m['mae_phys']:.4g} {m['unit']} "
+            rmse, mae, unit = displayed_errors(m)
+            self._print(f"test {head}: RMSE {rmse:.4g} {unit}, MAE {mae:.4g} {unit} "
                         f"(normalized: RMSE {m['rmse']:.3e}, MAE {m['mae']:.3e})")
 
 

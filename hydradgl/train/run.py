@@ -167,7 +167,7 @@ def _train(cfg: RunConfig, registry: Registry, resume: Path | None, state: dict[
     cfg = resolve_plugin_options(cfg, registry, {name: t.level for name, t in data.info.targets.items()})
     model.kernels = resolve_kernels(cfg.training.kernels, runtime.device, model.plugin_kernels)
     used = {"dataset": ("dataset", cfg.dataset.name), "conv": ("conv", cfg.model.conv),
-            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions if h.forces_of is None}}
+            **{f"head:{h.name}": ("head", h.kind) for h in model.head_descriptions if h.derivative_of is None}}
     trainer = Trainer(cfg, data, model, runtime, run_dir, extra_state={"plugins": plugin_provenance(registry, used)})
     if state is not None:
         assert resume is not None  # the state was read from there

@@ -17,6 +17,7 @@ from hydradgl.config import RunConfig
 from hydradgl.configio import parse_options
 from hydradgl.errors import ConfigError
 from hydradgl.plugins import LoggerContext, Registry, RunLogger
+from hydradgl.train.display_units import displayed_errors
 from hydradgl.train.report import Reporter, RunEnd
 
 TENSORBOARD_DIR = "tensorboard"
@@ -44,9 +45,17 @@ def epoch_scalars(row: dict[str, float]) -> dict[str, float]:
 
 
 def test_scalars(test: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Test metrics per head: ``H/test_rmse``, ``H/test_mae`` (normalized) and their physical-unit twins."""
+    """Test metrics per head: ``H/test_rmse``, ``H/test_mae`` (normalized) and their physical-unit twins;
+    where errors are shown in another unit (:func:`~hydradgl.train.display_units.displayed_errors`), those
+    too, the unit in the tag: ``energy/test_rmse_meV_per_atom``, ``forces/test_mae_meV_per_A``."""
     names = {"rmse": "test_rmse", "mae": "test_mae", "rmse_phys": "test_rmse_phys", "mae_phys": "test_mae_phys"}
-    return {f"{head}/{tag}": float(m[key]) for head, m in test.items() for key, tag in names.items() if key in m}
+    scalars = {f"{head}/{tag}": float(m[key]) for head, m in test.items() for key, tag in names.items() if key in m}
+    for head, m in test.items():
+        rmse, mae, unit = displayed_errors(m)
+        if unit != m["unit"]:
+            slug = unit.replace("/", "_per_").replace("^", "").replace(" ", "_")
+            scalars.update({f"{head}/test_rmse_{slug}": float(rmse), f"{head}/test_mae_{slug}": float(mae)})
+    return scalars
 
 
 class TensorBoardLogger(RunLogger):

@@ -22,7 +22,8 @@ from hydradgl.atomic import atomic_open
 from hydradgl.data.records import RawDataset, Structure, TargetInfo
 from hydradgl.plugins import DatasetContext, DatasetSpec
 
-from .extxyz import KeyTarget, read_extxyz_structures, read_frames, to_structure
+from .ase_files import KeyTarget, read_frames, to_structure
+from .extxyz import read_extxyz_structures
 
 GENERATOR_VERSION = 1
 # EMT's parameters cover these metals in their fcc ground state; its H, C, N, O parameters are meant for
@@ -48,6 +49,8 @@ class EMTAlloyOptions(BaseModel):
     rattle: float = Field(0.05, ge=0, le=0.5, description="Std of the Gaussian displacement of every atom, per "
                                                        "Cartesian component (Angstrom).")
     forces: bool = Field(False, description="Also provide the force vector as a 3-component node target `forces`.")
+    stress: bool = Field(False, description="Also provide EMT's stress as a 6-component graph target `stress` "
+                                            "(eV/A^3, ASE's convention, Voigt xx yy zz yz xz xy).")
     seed: int = Field(0, description="Seed of occupations, strains and displacements.")
 
     @field_validator("elements")
@@ -94,7 +97,7 @@ def site_count(supercell: tuple[int, int, int]) -> int:
     return 4 * int(np.prod(supercell))
 
 
-def target_infos(forces: bool) -> dict[str, TargetInfo]:
+def target_infos(forces: bool, stress: bool = False) -> dict[str, TargetInfo]:
     """The targets and their units; ``extensive`` says which readout fits a graph target (sum or mean)."""
     infos = {
         "energy": TargetInfo(level="graph", unit="eV", extensive=True, description="EMT total energy"),
@@ -105,6 +108,9 @@ def target_infos(forces: bool) -> dict[str, TargetInfo]:
     }
     if forces:
         infos["forces"] = TargetInfo(level="node", dim=3, unit="eV/A", description="force vector F = -dE/dr")
+    if stress:
+        infos["stress"] = TargetInfo(level="graph", dim=6, unit="eV/A^3",
+                                     description="stress (ASE convention, Voigt xx yy zz yz xz xy)")
     return infos
 
 
@@ -156,12 +162,15 @@ def generate_structures(options: EMTAlloyOptions):
             energy = float(atoms.get_potential_energy())
             per_atom = atoms.get_potential_energies()
             forces = atoms.get_forces()
+            stress = atoms.get_stress()  # computed with the energy
             atoms.calc = None
             reference_energy = sum(n * refs[e][1] for e, n in zip(options.elements, counts))
             atoms.info.update(energy=energy, mixing_energy=(energy - reference_energy) / options.n_sites)
             atoms.arrays.update(atom_energy=per_atom.copy(), force_norm=np.linalg.norm(forces, axis=1))
             if options.forces:
                 atoms.arrays["forces"] = forces.copy()
+            if options.stress:
+                atoms.info["stress"] = stress.copy()
             frames.append(atoms)
     return frames
 
@@ -188,9 +197,9 @@ def load_emt_alloy(options: EMTAlloyOptions, context: DatasetContext) -> RawData
     if generated:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_extxyz(generate_structures(options), path)
-    infos = target_infos(options.forces)
+    infos = target_infos(options.forces, options.stress)
     keys = {name: KeyTarget(key=name, level=info.level) for name, info in infos.items()}
-    structures = [to_structure(a, f"{path}#{i}", keys) for i, a in enumerate(read_frames(path))]
+    structures = [to_structure(a, f"{path}#{i}", keys) for i, a in enumerate(read_frames(path, "extxyz"))]
     refs = ", ".join(f"{e}: a={reference(e)[0]:.4f} A, e={reference(e)[1]:.6f} eV/atom" for e in options.elements)
     return RawDataset(structures=structures, targets=infos, fingerprint=fingerprint_emt_alloy(options, context),
                       log=[f"emt-alloy: {len(structures)} {'-'.join(options.elements)} structures in {path}"
@@ -212,6 +221,6 @@ def read_emt_structures(path: Path, options: EMTAlloyOptions | None) -> list[Str
 def register_datasets(register):
     register(DatasetSpec(name="emt-alloy",
                          description="Generated strained, rattled fcc alloy (default Cu-Au, 32 atoms) with EMT "
-                                     "energies and forces",
+                                     "energies, forces and stress",
                          options=EMTAlloyOptions, factory=load_emt_alloy, fingerprint=fingerprint_emt_alloy,
                          read_structures=read_emt_structures))

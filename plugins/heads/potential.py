@@ -1,5 +1,5 @@
-"""Potential head: a total energy as a sum of atomic energies in physical units, whose forces the model
-differentiates (an interatomic potential beside the other heads)."""
+"""Potential head: a total energy as a sum of atomic energies in physical units, whose forces and stress
+the model differentiates (an interatomic potential beside the other heads)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ class PotentialHeadOptions(BaseModel):
                           "-dE/dr are fitted to; reported as a head of that name. Default: energies only.")
     force_weight: float = Field(1.0, ge=0, description="Weight of the force term in the total loss (the energy's "
                                                        "weight is the head's alpha).")
+    stress: str | None = Field(
+        None, description="Dataset target (6-component graph target, the energy's unit per Angstrom^3, ASE's "
+                          "convention (1/V) dE/d(strain) in Voigt order xx yy zz yz xz xy) the stress is fitted to; "
+                          "reported as a head of that name. Needs periodic cells (graph.periodic). Default: none.")
+    stress_weight: float = Field(1.0, ge=0, description="Weight of the stress term in the total loss.")
     e0: Literal["fit", "average"] | dict[str, float] = Field(
         "fit", description="Reference energy per element: fit (least squares of the training energies on the "
                            "element counts), average (the mean energy per atom for every element), or given as "
@@ -40,7 +45,8 @@ class PotentialHead(nn.Module):
     with reference energies :math:`E^0` per element, and a shift :math:`\mu` and scale :math:`s` fitted on
     the training split (:meth:`fit_statistics`): :math:`\mu` the mean residual energy per atom after the
     references, :math:`s` the RMS of the force components (the residuals' standard deviation without
-    forces). All three are buffers, saved with the weights, so a trained model carries them.
+    forces); absent values (NaN: frames stored without an energy or forces) are left out. All three are
+    buffers, saved with the weights, so a trained model carries them.
 
     Args:
         in_dim: width of the trunk's node features.
@@ -72,7 +78,10 @@ class PotentialHead(nn.Module):
 
     def fit_statistics(self, counts: np.ndarray, energy: np.ndarray, forces: np.ndarray | None) -> None:
         """Reference energies, shift and scale from the training split: ``counts`` (G, S) atoms of each
-        element per graph, ``energy`` (G,), ``forces`` (N, 3) or None."""
+        element per graph, ``energy`` (G,), ``forces`` (N, 3) or None; NaN entries (absent) ignored, the
+        energies' statistics taken over the graphs with a finite energy."""
+        present = np.isfinite(energy)
+        counts, energy = counts[present], energy[present]
         atoms = counts.sum(axis=1)
         if self.e0_mode == "fit":
             e0 = np.linalg.lstsq(counts, energy, rcond=None)[0]
@@ -82,8 +91,8 @@ class PotentialHead(nn.Module):
             e0 = self.e0.double().cpu().numpy()
         residual = (energy - counts @ e0) / atoms
         shift = float(residual.mean())
-        if forces is not None and forces.size:
-            scale = float(np.sqrt(np.mean(forces ** 2)))
+        if forces is not None and np.isfinite(forces).any():
+            scale = float(np.sqrt(np.nanmean(forces ** 2)))
         else:
             scale = float(residual.std())
         self.e0.copy_(torch.as_tensor(e0))
@@ -112,6 +121,6 @@ def make_potential_head(in_dim: int, out_dim: int, layers: list[int], options: P
 @hookimpl
 def register_heads(register):
     register(HeadSpec(name="potential", description="Total energy as a sum of atomic energies (reference "
-                                                     "energies, shift, scale); forces as its derivatives",
+                                                     "energies, shift, scale); forces and stress as its derivatives",
                       options=PotentialHeadOptions, factory=make_potential_head, level="graph",
                       kernels=("dgl", "torch"), energy=True))
