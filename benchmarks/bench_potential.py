@@ -1,14 +1,17 @@
 """A potential trained for a fixed budget on emt-alloy: test energy (meV/atom) and force (meV/A) errors
 beside the baselines of the same split and, with ``--peer mace``, beside MACE trained on the same split.
 
-    python benchmarks/bench_potential.py [--config configs/emt-potential.yaml] [--minutes 10] [--threads 2]
+    python benchmarks/bench_potential.py [--config configs/emt-potential.yaml ...] [--minutes 10] [--threads 2]
         [--peer mace] [--set KEY=VALUE ...] [-o runs/bench-potential]
 
-Trains the config (its ``training.max_minutes`` replaced by ``--minutes``, ``training.threads`` by
-``--threads``), then prints the test RMSE and MAE of the energy per atom and of the force components,
-with three baselines fitted on the training split: zero forces, the composition fit of the energy
+Trains each config (its ``training.max_minutes`` replaced by ``--minutes``, ``training.threads`` by
+``--threads``; repeat ``--config`` to compare models, one after the other: they must share the dataset,
+graph, split, seed and potential head), then prints the test RMSE and MAE of the energy per atom and of
+the force components, with three baselines fitted on the training split: zero forces, the composition fit of the energy
 (:mod:`hydradgl.data.baselines`) and the per-element reference energies alone. ``--set`` overrides any
-config key (e.g. ``--set dataset.options.per_composition=4`` for a quick try).
+config key of every config (e.g. ``--set dataset.options.per_composition=4`` for a quick try). Each
+model's ASE calculator is also timed: the median energy + forces call on the first test structure, one
+thread (MACE's the same way, in its venv).
 
 MACE peer (``--peer mace``): MACE (mace-torch, https://github.com/ACEsuit/mace) is never a dependency
 of hydradgl or its tests; it lives in its own venv ``.venv-mace/`` at the repository root, made by
@@ -52,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from hydradgl.api import load
+from hydradgl.ase import HydraCalculator
 from hydradgl.config import RunConfig
 from hydradgl.configio import load_config, parse_options, parse_set_value
 from hydradgl.data.baselines import composition_fit_prediction, element_counts
@@ -64,6 +68,9 @@ from hydradgl.train.run import train_run
 ROOT = Path(__file__).resolve().parents[1]
 MACE_VENV = ROOT / ".venv-mace"
 PEERS = ROOT / "benchmarks" / "peers"
+sys.path.insert(0, str(PEERS))
+from timing import calculator_seconds  # noqa: E402  (benchmarks/peers/timing.py, shared with the MACE side)
+
 TORCH = "torch==2.13.0"  # the CPU build that hydradgl's venv has; unpinned, pip would pull a CUDA build
 
 
@@ -169,9 +176,21 @@ def run_mace(cfg: RunConfig, registry: Registry, data: PreparedData, work: Path,
     return json.loads((work / "result.json").read_text())
 
 
+def same_split(reference: RunConfig, other: RunConfig, path: Path) -> None:
+    """Refuse a compared config whose data or split differ from the first config's."""
+    for section in ("dataset", "graph", "split"):
+        if getattr(reference, section) != getattr(other, section):
+            raise SystemExit(f"--config {path}: its {section} section differs from the first config's; every compared "
+                             "config must train on the same data and split")
+    if reference.training.seed != other.training.seed or reference.heads[0] != other.heads[0]:
+        raise SystemExit(f"--config {path}: the seed or the potential head differs from the first config's")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "emt-potential.yaml")
+    parser.add_argument("--config", type=Path, action="append", dest="configs", metavar="CONFIG",
+                        help="config to train (repeatable: each on the same split and budget; default "
+                             "configs/emt-potential.yaml)")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each model")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each model")
     parser.add_argument("--peer", choices=["mace"], help="also train this peer on the same split")
@@ -179,28 +198,48 @@ def main() -> None:
     parser.add_argument("--mace-flag", dest="mace_extra", action="append", default=[], metavar="FLAG",
                         help="extra mace_run_train flag, later ones win (repeatable), e.g. --mace-flag=--max_ell=2")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable)")
+                        help="override a config key of every config (repeatable)")
     parser.add_argument("--setup", action="store_true", help="create the MACE venv .venv-mace and exit")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/bench-potential"))
     args = parser.parse_args()
     if args.setup:
         setup_mace()
         return
-    cfg = load_config(args.config, {**parse_sets(args.sets), "training.max_minutes": args.minutes,
-                                    "training.threads": args.threads, "output_dir": str(args.output / "hydradgl")})
+    paths = args.configs or [ROOT / "configs" / "emt-potential.yaml"]
+    names = [path.stem if len(paths) > 1 else "hydradgl" for path in paths]
+    if len(set(names)) < len(names):
+        raise SystemExit("--config: two configs share a file name; their run directories would collide")
+    cfgs = [load_config(path, {**parse_sets(args.sets), "training.max_minutes": args.minutes,
+                               "training.threads": args.threads, "output_dir": str(args.output / name)})
+            for path, name in zip(paths, names)]
+    for path, other in zip(paths[1:], cfgs[1:]):
+        same_split(cfgs[0], other, path)
+    cfg = cfgs[0]
     if args.peer and not cfg.heads[0].options.get("forces"):
-        raise SystemExit(f"--peer {args.peer}: the first head of {args.config} trains no forces (options.forces)")
+        raise SystemExit(f"--peer {args.peer}: the first head of {paths[0]} trains no forces (options.forces)")
     registry = get_registry()
     data = prepare_data(cfg, registry)
-    started = time.perf_counter()
-    result = train_run(cfg, registry, data=data, quiet=True, plots_enabled=False, overwrite=True)
-    wall = time.perf_counter() - started
-    predicted = load(result.run_dir).predict_arrays(data.test)
+    head = cfg.heads[0]
+    energy_target, forces_target = head.target_name, head.options.get("forces")
+    sample = _sample_atoms(cfg, registry, data)
+    runs, energy_preds, force_preds, calc_seconds = [], [], [], []
+    for model_cfg in cfgs:
+        started = time.perf_counter()
+        result = train_run(model_cfg, registry, data=data, quiet=True, plots_enabled=False, overwrite=True)
+        wall = time.perf_counter() - started
+        model = load(result.run_dir)
+        predicted = model.predict_arrays(data.test)
+        m = model_cfg.model
+        label = f"hydradgl {m.conv} x{m.layers} w{m.hidden}"
+        runs.append((label, len(result.history), sum(r["seconds"] for r in result.history),
+                     sum(r["train_seconds"] for r in result.history), wall))
+        energy_preds.append((label, predicted[energy_target][0][:, 0]))
+        if forces_target:
+            force_preds.append((label, predicted[forces_target][0]))
+        calc_seconds.append((label, calculator_seconds(HydraCalculator(model), sample)))
     mace = (run_mace(cfg, registry, data, args.output / "mace", args.minutes, args.threads, args.mace_dtype,
                      args.mace_extra) if args.peer == "mace" else None)
 
-    head = cfg.heads[0]
-    energy_target, forces_target = head.target_name, head.options.get("forces")
     train, test = data.train.with_normalizer(None), data.test.with_normalizer(None)
     atoms = test.num_nodes.astype(np.float64)
     energy = test.graph_targets[energy_target][:, 0].astype(np.float64)
@@ -213,35 +252,47 @@ def main() -> None:
         return errors(values / atoms, energy / atoms, 1e3)
 
     n_train = len(data.train)
-    runs = [(f"hydradgl {cfg.model.conv} x{cfg.model.layers} w{cfg.model.hidden}", len(result.history),
-             sum(r["seconds"] for r in result.history), sum(r["train_seconds"] for r in result.history), wall)]
-    energy_rows = [("hydradgl", per_atom(predicted[energy_target][0][:, 0]))]
+    energy_rows = [(label, per_atom(values)) for label, values in energy_preds]
     if mace:
-        runs.append((f"MACE {mace['mace_version']} 32x0e", mace["epochs"], mace["seconds"], mace["train_seconds"],
-                     mace["wall_seconds"]))
-        energy_rows.append(("MACE", per_atom(np.asarray(mace["energy"]))))
+        label = f"MACE {mace['mace_version']} 32x0e"
+        runs.append((label, mace["epochs"], mace["seconds"], mace["train_seconds"], mace["wall_seconds"]))
+        energy_rows.append((label, per_atom(np.asarray(mace["energy"]))))
+        calc_seconds.append((label, mace["calculator_seconds"]))
     energy_rows += [("composition fit", per_atom(composition)),
                     ("reference energies (E0) only", per_atom(counts_test @ e0))]
+    width = max(32, *(len(row[0]) + 2 for row in runs))
     print(f"{cfg.dataset.name}: {n_train} train / {len(data.val)} val / {len(data.test)} test structures; "
           f"budget {args.minutes:g} min, {args.threads} threads each")
-    print(f"  {'':<30} {'epochs':>7} {'train min':>10} {'wall min':>9} {'structures/s':>13}")
+    print(f"  {'':<{width - 2}} {'epochs':>7} {'train min':>10} {'wall min':>9} {'structures/s':>13}")
     for name, epochs, seconds, train_seconds, run_wall in runs:
-        print(f"  {name:<30} {epochs:7d} {seconds / 60:10.2f} {run_wall / 60:9.2f} "
+        print(f"  {name:<{width - 2}} {epochs:7d} {seconds / 60:10.2f} {run_wall / 60:9.2f} "
               f"{n_train * epochs / train_seconds:13.1f}")
-    print(f"{'energy per atom (meV/atom)':<32} {'RMSE':>9} {'MAE':>9}")
+    print(f"{'energy per atom (meV/atom)':<{width}} {'RMSE':>9} {'MAE':>9}")
     for name, (rmse, mae) in energy_rows:
-        print(f"  {name:<30} {rmse:9.3f} {mae:9.3f}")
+        print(f"  {name:<{width - 2}} {rmse:9.3f} {mae:9.3f}")
     if forces_target:
         true = test.node_targets[forces_target].astype(np.float64)
-        force_rows = [("hydradgl", errors(predicted[forces_target][0], true, 1e3))]
+        force_rows = [(label, errors(values, true, 1e3)) for label, values in force_preds]
         if mace:
-            force_rows.append(("MACE", errors(np.asarray(mace["forces"]), true, 1e3)))
+            force_rows.append((f"MACE {mace['mace_version']} 32x0e", errors(np.asarray(mace["forces"]), true, 1e3)))
         force_rows.append(("zero forces", errors(np.zeros_like(true), true, 1e3)))
-        print(f"{'force components (meV/A)':<32} {'RMSE':>9} {'MAE':>9}")
+        print(f"{'force components (meV/A)':<{width}} {'RMSE':>9} {'MAE':>9}")
         for name, (rmse, mae) in force_rows:
-            print(f"  {name:<30} {rmse:9.3f} {mae:9.3f}")
+            print(f"  {name:<{width - 2}} {rmse:9.3f} {mae:9.3f}")
+    print(f"{f'ASE calculator, {len(sample)} atoms, 1 thread':<{width}} {'ms/call':>9}")
+    for name, seconds in calc_seconds:
+        print(f"  {name:<{width - 2}} {seconds * 1e3:9.2f}")
     print("train min: the budgeted epochs (training and validation); wall min: the whole run (data, test); "
-          "structures/s: training passes only")
+          "structures/s: training passes only; ms/call: median energy + forces call on the first test structure")
+
+
+def _sample_atoms(cfg: RunConfig, registry: Registry, data: PreparedData) -> Any:
+    """The first test structure as ASE Atoms (the calculators' timing cell)."""
+    from ase import Atoms
+
+    (test,) = split_structures(cfg, registry, [data.test])
+    s = test[0]
+    return Atoms(numbers=s.numbers, positions=s.positions, cell=s.cell, pbc=s.pbc)
 
 
 if __name__ == "__main__":

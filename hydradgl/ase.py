@@ -121,11 +121,13 @@ class HydraCalculator(Calculator):
     def _forces_unavailable(self) -> ForcesUnavailable:
         cfg = self.model.cfg.model
         why = ("model.edge_features is 'none'" if cfg.edge_features == "none"
-               else f"its conv layer {cfg.conv!r} does not use edge features (for pna: conv_options.use_edge_features)")
+               else f"its conv layer {cfg.conv!r}, with the options used, reads neither edge features nor the "
+                    "geometry (its traits)")
         return ForcesUnavailable(
             f"{self.model.run_dirs[0]}: forces and stress need an energy that depends smoothly on interatomic "
             f"distances, but this model sees distances only through the neighbour cutoff ({why}): its energy "
-            "is piecewise constant in the positions. Train a model whose conv uses edge features for forces.")
+            "is piecewise constant in the positions. Train a model whose conv reads edge features or the geometry "
+            "(hydradgl list-plugins shows each conv's traits).")
 
     def calculate(self, atoms: Atoms | None = None, properties: list[str] | None = None,
                   system_changes: list[str] = all_changes) -> None:
@@ -147,17 +149,18 @@ class HydraCalculator(Calculator):
         m = self.model
         reasons = []
         if not m.smooth_at_cutoff:
-            reasons.append(f"its conv ({m.cfg.model.conv}) does not take each message to zero at the cutoff, so "
-                           "the energy jumps whenever a neighbour crosses it and MD does not conserve energy")
+            reasons.append(f"its conv ({m.cfg.model.conv}) does not declare smooth_at_cutoff: its messages do not go "
+                           "to zero at the cutoff, so the energy jumps whenever a neighbour crosses it and MD does not "
+                           "conserve energy")
         if m.uses_extrema:
-            reasons.append("it reduces by a max or min (PNA's min/max aggregators, SAGE's pool, a max readout), so "
-                           "where an atom's neighbours are equivalent, as in a perfect crystal, the forces follow one "
-                           "of them and lose the structure's symmetry")
+            reasons.append("a layer or head reduces by a max or min, so where an atom's neighbours are equivalent, as "
+                           "in a perfect crystal, the forces follow one of them and lose the structure's symmetry")
         if reasons:
             warnings.warn(SmoothnessWarning(
                 f"{m.run_dirs[0]}: this model's energy is not smooth in the positions: {'; and '.join(reasons)}. "
-                "For relaxations and MD train schnet, egnn (configs/emt-alloy.yaml), or cgcnn or pna with "
-                "model.conv_options.envelope: true (pna: with aggregators [mean, std, sum]; docs/api.md)."),
+                "For relaxations and MD train a conv whose traits say smooth at cutoff and no extrema with the "
+                "options used (hydradgl list-plugins shows each conv's traits; some follow options such as "
+                "model.conv_options.envelope; docs/api.md)."),
                 stacklevel=3)
 
     def _edges(self, atoms: Atoms) -> tuple[_NeighbourList, np.ndarray, np.ndarray, np.ndarray]:

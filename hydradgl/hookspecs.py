@@ -9,7 +9,8 @@ and calls it once per thing it provides::
 
     @hookimpl
     def register_convs(register):
-        register(ConvSpec(name="gin", description="GIN convolution", options=GINOptions, factory=make_gin))
+        register(ConvSpec(name="gin", description="GIN convolution", options=GINOptions, factory=make_gin,
+                          module=GINConv))  # GINConv: a hydradgl.nn.Conv subclass declaring its traits
 
 The spec classes (:class:`~hydradgl.plugins.DatasetSpec`, :class:`~hydradgl.plugins.ConvSpec`,
 :class:`~hydradgl.plugins.HeadSpec`, :class:`~hydradgl.plugins.LoggerSpec`) document what each factory

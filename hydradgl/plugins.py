@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hydradgl import hookspecs
 from hydradgl.errors import PluginError
+from hydradgl.nn import Conv, ConvTraits
 
 Kind = Literal["dataset", "conv", "head", "logger"]
 KINDS: tuple[Kind, ...] = ("dataset", "conv", "head", "logger")
@@ -85,43 +86,47 @@ class ConvContext:
 
     ``edge_dim`` is the width of the edge features the trunk passes (0: none). ``degree_histogram[k]``
     counts training-set nodes with in-degree k (PNA's scalers need it); it is saved with the model.
+    ``norm`` and ``activation`` are what the config asks after each layer (``model.norm``,
+    ``model.activation``): invariant layers (:class:`hydradgl.nn.ScalarConv`) apply them.
     """
 
     edge_dim: int
     degree_histogram: list[int] | None  # None before statistics exist
     cutoff: float
+    norm: str = "none"  # model.norm, for layers that normalize their output (ScalarConv)
+    activation: str | None = None  # model.activation, likewise
 
 
 @dataclass(frozen=True)
 class ConvSpec(PluginSpec):
-    """``factory(in_dim, out_dim, options, context: ConvContext) -> torch.nn.Module``.
+    """``factory(in_dim, out_dim, options, context: ConvContext) -> module``, a ``module`` instance.
 
-    The module's ``forward(graph, h, edge_attr)`` maps node features (N, in_dim) to (N, out_dim);
-    ``edge_attr`` is (E, edge_dim) or None. Normalization and activation are the trunk's job.
-    ``uses_edge_features`` says whether the layer reads ``edge_attr``: a bool, or a function of the
-    parsed options (for a layer where an option decides). When no layer reads them the trunk skips
-    computing them. (A module attribute ``uses_edge_features = False`` is still honoured.)
-    A module that sets ``uses_geometry = True`` is called as ``forward(graph, h, edge_attr, geometry=g)``
-    with ``g`` a :class:`hydradgl.model.layers.EdgeGeometry` (distances, edge vectors, cutoff envelope).
-
-    ``kernels``: the message-passing paths the module runs on (hydradgl.ops). The default is
-    dgl only, because hydradgl cannot tell whether a forward touches ``graph.dgl`` or other DGL APIs,
-    which exist only on the dgl path; a module that calls nothing but the MessageGraph methods
-    declares ``kernels=("dgl", "torch")`` and then also trains on GPUs that DGL cannot serve.
-
-    ``equivariant``: the layers' node features rotate with the structure (they carry vectors), so a
-    node head may predict a 3-vector from them. False (the default, every conv so far: invariant
-    features) refuses a node head of a 3-component target, whose output would not rotate.
+    ``module`` is the layer's class, a subclass of :class:`hydradgl.nn.Conv`: its ``forward(graph, state,
+    edges)`` maps a :class:`~hydradgl.nn.NodeState` to the next, and its class-level
+    :class:`~hydradgl.nn.ConvTraits` say what it reads (edge features, geometry), what it promises (smooth at
+    the cutoff, equivariant, extrema) and which kernel paths it runs on. The registry checks them when the
+    plugin registers; the assembler, the calculator's warnings and ``hydradgl list-plugins`` read them.
     """
 
-    uses_edge_features: bool | Callable[[Any], bool] = True
-    kernels: tuple[str, ...] = ("dgl",)
-    equivariant: bool = False
+    module: type[Conv] | None = None
 
-    def reads_edges(self, options: Any) -> bool:
-        """Whether a layer built with ``options`` reads the edge features."""
-        flag = self.uses_edge_features
-        return bool(flag(options) if callable(flag) else flag)
+    @property
+    def traits(self) -> ConvTraits:
+        return self.module.traits if self.module is not None else ConvTraits()
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        return self.traits.kernels
+
+    @property
+    def equivariant(self) -> bool:
+        return self.traits.equivariant
+
+    def problems(self) -> list[str]:
+        """Why this spec cannot be registered (empty when it can)."""
+        if not (isinstance(self.module, type) and issubclass(self.module, Conv)):
+            return [f"module must be the layer's class, a subclass of hydradgl.nn.Conv (got {self.module!r})"]
+        return [f"{self.module.__name__}.traits: {problem}" for problem in self.module.traits.problems()]
 
 
 @dataclass(frozen=True)
@@ -148,11 +153,16 @@ class HeadSpec(PluginSpec):
     element counts (G, S), energies (G,) and force components (or None). Its options name the force
     target and its loss weight as ``forces`` and ``force_weight``, and may name a stress target (a
     6-component graph target) and its weight as ``stress`` and ``stress_weight``.
+
+    ``reads_vectors=True`` declares a head of the trunk's vector features: the module's
+    ``forward(graph, h, vectors)`` also gets them (N, 3, in_dim), and the head is refused on a trunk
+    that is not equivariant. A 3-component node target needs such a head (or, for forces, a potential).
     """
 
     level: Literal["graph", "node"] = "graph"
     kernels: tuple[str, ...] = ("dgl",)
     energy: bool = False
+    reads_vectors: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +278,8 @@ def _make_register(registry: Registry, dist: Distribution, kind: Kind) -> Callab
         expected = SPEC_TYPES[kind]
         if not isinstance(spec, expected):
             raise PluginError(f"{HOOKS[kind]} must register {expected.__name__} objects, got {type(spec).__name__}")
+        if isinstance(spec, ConvSpec) and spec.problems():
+            raise PluginError(f"conv {spec.name!r}: " + "; ".join(spec.problems()))
         key = (kind, spec.name)
         owner = registry.owners.get(key)
         if owner == dist.name:

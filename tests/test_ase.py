@@ -121,9 +121,9 @@ def test_default_pna_warns_once_that_its_energy_is_not_smooth(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", SmoothnessWarning)
         atoms.get_potential_energy()  # energy alone: nothing to warn about
-    with pytest.warns(SmoothnessWarning, match=r"its conv \(pna\) does not take each message to zero at the cutoff"
-                                               r".*; and it reduces by a max or min.*train schnet, egnn .*, or cgcnn or pna "
-                                               r"with model.conv_options.envelope: true"):
+    with pytest.warns(SmoothnessWarning, match=r"its conv \(pna\) does not declare smooth_at_cutoff.*; and a layer "
+                                               r"or head reduces by a max or min.*hydradgl list-plugins shows each "
+                                               r"conv's traits"):
         forces = atoms.get_forces()
     assert np.abs(forces).max() > 1e-4
     atoms.positions[0, 0] += 0.01
@@ -236,7 +236,7 @@ def test_forces_from_a_distance_blind_model_are_a_clear_error(pna_run):
     atoms = fept_cell()
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
-    with pytest.raises(ForcesUnavailable, match="pna' does not use edge features.*piecewise constant"):
+    with pytest.raises(ForcesUnavailable, match=r"conv layer 'pna', with the options used, reads neither edge features nor the geometry.*piecewise constant"):
         atoms.get_forces()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -80,9 +81,10 @@ def test_dump_and_reload_round_trip(tmp_path):
     assert "conv: cgcnn" in dump_config(cfg)
 
 
-@pytest.mark.parametrize("name", ["fept-paper.yaml", "smoke.yaml", "potential.yaml", "emt-potential.yaml"])
-def test_shipped_configs_validate(name, registry):
-    from pathlib import Path
+SHIPPED_CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / name)
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_shipped_configs_validate(path, registry):
+    cfg = load_config(path)
     validate_plugin_options(cfg, registry)

@@ -17,9 +17,10 @@ from hydradgl.data.loader import collate
 from hydradgl.errors import PluginError, TrainingError
 from hydradgl.model.assembler import build_model
 from hydradgl.ops import MessageGraph
-from hydradgl.model.layers import EdgeGeometry
+from hydradgl.nn import ConvTraits, Edges, NodeState
 from hydradgl.model.loss import MultiTaskLoss
 from hydradgl.plugins import ConvContext, ConvSpec, HeadContext, Registry
+from plugins.convs.sage import SAGEConv
 from hydradgl.train import runtime as rt
 from tests.conftest import small_config
 
@@ -194,7 +195,7 @@ def test_every_conv_agrees_on_both_paths(registry, graph_name):
     for spec, raw in cases:
         torch.manual_seed(0)
         options = parse_options(spec.options, raw, "model.conv_options", plugin=spec.name)
-        context = ConvContext(edge_dim=EDGE_DIM, degree_histogram=torch.tensor([1, 3, 5, 2]), cutoff=7.0)
+        context = ConvContext(edge_dim=EDGE_DIM, degree_histogram=[1, 3, 5, 2], cutoff=7.0)
         conv = spec.factory(WIDTH, WIDTH, options, context).double()
         # ties in h and in the edge features: identical neighbours, as in a crystal
         h = features(graph.num_nodes, 6).repeat(1, 2)
@@ -202,10 +203,9 @@ def test_every_conv_agrees_on_both_paths(registry, graph_name):
         params = [p for p in conv.parameters() if p.requires_grad]
         # geometry convs (schnet, egnn) also get distances and vectors: random ones, with ties (rows 1-3)
         vec = features(graph.num_edges, 9)[:, :3] * 2.0
-        kwargs = ({"geometry": EdgeGeometry.from_batch(vec.norm(dim=1), vec, 7.0)}
-                  if getattr(conv, "uses_geometry", False) else {})
         try:
-            assert_paths_agree(lambda path, h, e: conv(graph.using(path), h, e, **kwargs), [h, e], params)
+            assert_paths_agree(lambda path, h, e: conv(graph.using(path), NodeState(h),
+                                                       Edges(e, vec.norm(dim=1), vec, 7.0)).scalars, [h, e], params)
         except AssertionError as exc:
             raise AssertionError(f"conv {spec.name!r} with options {raw}: {exc}") from None
 
@@ -222,12 +222,13 @@ def test_every_head_agrees_on_both_paths(registry, graph_name):
             torch.manual_seed(0)
             options = parse_options(spec.options, raw, "heads[0].options", plugin=spec.name)
             context = HeadContext(activation="relu", species=(26, 78))
-            head = spec.factory(WIDTH, 1 if spec.energy else 2, [5, 4], options, context).double()
+            head = spec.factory(WIDTH, 1 if spec.energy else 3 if spec.reads_vectors else 2, [5, 4], options,
+                                context).double()
             h = features(graph.num_nodes, 8).repeat(1, 2)
             species = torch.arange(graph.num_nodes) % 2
-            call = (lambda path, h: head(graph.using(path), h, species)) if spec.energy else (
-                lambda path, h: head(graph.using(path), h))
-            assert_paths_agree(call, [h], list(head.parameters()))
+            vectors = features(3 * graph.num_nodes, 5).repeat(1, 2)[:, :WIDTH].reshape(graph.num_nodes, 3, WIDTH)
+            extra = (species,) if spec.energy else (vectors,) if spec.reads_vectors else ()
+            assert_paths_agree(lambda path, h: head(graph.using(path), h, *extra), [h], list(head.parameters()))
 
 
 def test_builtin_plugins_run_on_both_paths(registry):
@@ -323,12 +324,17 @@ def test_dgl_only_plugin_where_dgl_cannot_serve_is_explained(cpu_only_dgl, reque
 
 
 def test_undeclared_third_party_conv_defaults_to_dgl_only(registry, small_prepared):
-    """A ConvSpec that does not declare kernels may touch graph.dgl: it is refused on the torch path."""
+    """A conv whose traits do not declare kernels may touch graph.dgl: it is refused on the torch path."""
     mine = Registry()
     for kind in ("dataset", "head"):
         mine.specs[kind] = dict(registry.specs[kind])
     sage = registry.conv("sage")
-    mine.specs["conv"]["legacy"] = ConvSpec(name="legacy", description="x", factory=sage.factory, options=sage.options)
+
+    class Legacy(SAGEConv):
+        traits = ConvTraits()  # kernels: the default, dgl only
+
+    mine.specs["conv"]["legacy"] = ConvSpec(name="legacy", description="x", options=sage.options, module=Legacy,
+                                            factory=lambda i, o, options, context: Legacy(i, o, options.aggregator))
     model = build_model(small_config(**{"model.conv": "legacy"}), small_prepared.info, mine)
     assert rt.resolve_kernels("auto", torch.device("cpu"), model.plugin_kernels) == "dgl"
     with pytest.raises(PluginError, match="conv plugin 'legacy' does not support the torch kernel path.*training.kernels"):

@@ -9,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from hydradgl.dglcompat import dgl
+from hydradgl.nn import Edges
 from hydradgl.ops import MessageGraph
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs import pna as pna_module
@@ -28,6 +29,13 @@ def random_graph(n=9, p=0.45, seed=0, min_in_degree=1):
             adj[(i + 1) % n, i] = True
     src, dst = adj.nonzero(as_tuple=True)
     return MessageGraph.from_edges(src, dst, n)
+
+
+def run(conv, graph, h, e=None, vec=None, cutoff=7.0):
+    """A scalar conv's update on node features ``h``, edge features ``e`` and edge vectors ``vec``
+    (zeros when not given: for layers that read no geometry)."""
+    vec = torch.zeros(graph.num_edges, 3, dtype=h.dtype) if vec is None else vec
+    return conv.update(graph, h, Edges(e, vec.norm(dim=1), vec, cutoff))
 
 
 def incoming(graph, i):
@@ -75,7 +83,7 @@ def test_pna_matches_reference(edges, aggregators, scalers):
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     e = torch.randn(graph.num_edges, 4, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
-    torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(run(conv, graph, h, e), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_pna_linear_scaler_divides_by_the_mean_training_degree():
@@ -87,9 +95,9 @@ def test_pna_linear_scaler_divides_by_the_mean_training_degree():
                     ConvContext(edge_dim=0, degree_histogram=hist, cutoff=7.0)).double()
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 23 / 11)
-    torch.testing.assert_close(conv(graph, h), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(run(conv, graph, h), expected, atol=1e-5, rtol=1e-5)
     wrong = pna_reference(conv, graph, h, None, aggregators, scalers, delta_from_histogram(hist), 2.0)
-    assert not torch.allclose(conv(graph, h), wrong, atol=1e-5)
+    assert not torch.allclose(run(conv, graph, h), wrong, atol=1e-5)
 
 
 @pytest.mark.parametrize("edges", [False, True])
@@ -102,7 +110,7 @@ def test_pna_deeper_pre_and_post_transforms_match_reference(edges):
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
     e = torch.randn(graph.num_edges, 4, dtype=torch.float64)
     expected = pna_reference(conv, graph, h, e, aggregators, scalers, delta_from_histogram(hist))
-    torch.testing.assert_close(conv(graph, h, e), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(run(conv, graph, h, e), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_pna_undivided_input_feeds_every_tower_all_features():
@@ -110,7 +118,7 @@ def test_pna_undivided_input_feeds_every_tower_all_features():
     conv = make_pna(6, 8, PNAOptions(towers=2, mixing=False, divide_input=False, use_edge_features=False),
                     ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 6, dtype=torch.float64)
-    out = conv(graph, h)
+    out = run(conv, graph, h)
     for i, tower in enumerate(conv.towers):
         expected = tower(graph, h, None, graph.in_degrees().double(), conv.delta)
         torch.testing.assert_close(out[:, 4 * i:4 * (i + 1)], expected)
@@ -120,7 +128,7 @@ def test_pna_towers_split_features():
     graph = random_graph()
     conv = make_pna(8, 8, PNAOptions(towers=2, mixing=False, use_edge_features=False), ConvContext(0, [0, 1, 1], 7.0)).double()
     h = torch.randn(graph.num_nodes, 8, dtype=torch.float64)
-    out = conv(graph, h)
+    out = run(conv, graph, h)
     first = conv.towers[0](graph, h[:, :4], None, graph.in_degrees().double(), conv.delta)
     torch.testing.assert_close(out[:, :4], first)
 
@@ -130,7 +138,7 @@ def test_pna_isolated_atom_is_finite(edges):
     graph = MessageGraph.from_edges(torch.tensor([0]), torch.tensor([1]), 3)
     conv = make_pna(4, 4, PNAOptions(use_edge_features=edges), ConvContext(2 if edges else 0, [1, 2], 7.0))
     h = torch.randn(3, 4, requires_grad=True)
-    out = conv(graph, h, torch.randn(1, 2))
+    out = run(conv, graph, h, torch.randn(1, 2))
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(h.grad).all()
 
@@ -138,9 +146,9 @@ def test_pna_isolated_atom_is_finite(edges):
 def test_pna_edge_features_follow_the_trunk_by_default_and_are_refused_without_them():
     from hydradgl.errors import ConfigError
 
-    assert make_pna(4, 4, PNAOptions(), ConvContext(16, [1, 2], 7.0)).uses_edge_features  # on where the trunk has them
-    assert not make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0)).uses_edge_features  # edge_features: none
-    assert not make_pna(4, 4, PNAOptions(use_edge_features=False), ConvContext(16, [1, 2], 7.0)).uses_edge_features
+    assert make_pna(4, 4, PNAOptions(), ConvContext(16, [1, 2], 7.0)).traits.reads_edge_features  # on where the trunk has them
+    assert not make_pna(4, 4, PNAOptions(), ConvContext(0, [1, 2], 7.0)).traits.reads_edge_features  # edge_features: none
+    assert not make_pna(4, 4, PNAOptions(use_edge_features=False), ConvContext(16, [1, 2], 7.0)).traits.reads_edge_features
     with pytest.raises(ConfigError, match=r"model.conv_options.use_edge_features is true but model.edge_features is 'none'"):
         make_pna(4, 4, PNAOptions(use_edge_features=True), ConvContext(0, [1, 2], 7.0))
 
@@ -178,7 +186,7 @@ def test_sage_matches_reference():
     for i in range(graph.num_nodes):
         nbrs, _ = incoming(graph, i)
         rows.append(conv.fc_self(h[i]) + conv.fc_neigh(h[nbrs].mean(0)))
-    torch.testing.assert_close(conv(graph, h), torch.stack(rows))
+    torch.testing.assert_close(run(conv, graph, h), torch.stack(rows))
 
 
 def test_cgcnn_matches_reference():
@@ -192,7 +200,7 @@ def test_cgcnn_matches_reference():
         nbrs, eids = incoming(graph, i)
         z = torch.cat([h[i].expand(len(nbrs), -1), h[nbrs], e[eids]], dim=1) @ W.T + conv.dst.bias
         rows.append(h[i] + (torch.sigmoid(z[:, :5]) * F.softplus(z[:, 5:])).sum(0))
-    torch.testing.assert_close(conv(graph, h, e), torch.stack(rows), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(run(conv, graph, h, e), torch.stack(rows), atol=1e-10, rtol=1e-10)
 
 
 def test_cgcnn_needs_edge_features_and_equal_widths():

@@ -16,7 +16,8 @@ from hydradgl.data.records import Structure
 from hydradgl.errors import ConfigError
 from hydradgl.model.assembler import build_model
 from hydradgl.ops import MessageGraph
-from hydradgl.model.layers import EdgeGeometry, GaussianExpansion, cosine_cutoff
+from hydradgl.nn import Edges
+from hydradgl.nn.layers import GaussianExpansion, cosine_cutoff
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs.egnn import EGNNOptions, make_egnn
 from hydradgl_plugins.convs.schnet import SchNetOptions, make_schnet
@@ -26,10 +27,11 @@ from tests.test_model_convs import incoming, random_graph
 CUTOFF = 5.0
 
 
-def random_geometry(graph: MessageGraph, seed: int = 0) -> EdgeGeometry:
+def random_geometry(graph: MessageGraph, seed: int = 0, attr: torch.Tensor | None = None) -> Edges:
+    """Random float64 edge vectors (some beyond the cutoff) with edge features ``attr``."""
     g = torch.Generator().manual_seed(seed)
     vec = (torch.rand(graph.num_edges, 3, generator=g, dtype=torch.float64) - 0.5) * 6.0
-    return EdgeGeometry.from_batch(vec.norm(dim=1), vec, CUTOFF)
+    return Edges(attr, vec.norm(dim=1), vec, CUTOFF)
 
 
 def test_cosine_cutoff_values_and_smoothness():
@@ -63,7 +65,7 @@ def test_schnet_matches_reference():
             w = (l2.weight @ ssp(l1.weight @ e[eid] + l1.bias) + l2.bias) * fc
             m += (conv.atom_in.weight @ h[j]) * w
         rows.append(h[i] + o2.weight @ ssp(o1.weight @ m + o1.bias) + o2.bias)
-    torch.testing.assert_close(conv(graph, h, e, geometry=geometry), torch.stack(rows), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(conv.update(graph, h, Edges(e, geometry.dist, geometry.vec, CUTOFF)), torch.stack(rows), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("edge_features,envelope,vectors", [(False, True, False), (True, False, False), (False, True, True)])
@@ -95,7 +97,7 @@ def test_egnn_matches_reference(edge_features, envelope, vectors):
                 v += torch.outer(geometry.vec[eid] / CUTOFF, conv.vector.weight @ m)
         lengths = [torch.sqrt((v * v).sum(0) + 1e-8)] if vectors else []
         rows.append(h[i] + conv.node_net(torch.cat([h[i], total, *lengths])))
-    torch.testing.assert_close(conv(graph, h, e, geometry=geometry), torch.stack(rows), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(conv.update(graph, h, Edges(e, geometry.dist, geometry.vec, CUTOFF)), torch.stack(rows), atol=1e-10, rtol=1e-10)
 
 
 def test_geometric_convs_refuse_missing_edge_features_naming_the_key():

@@ -10,6 +10,7 @@ import pytest
 
 from hydradgl import hookimpl
 from hydradgl.errors import PluginError
+from hydradgl.nn import ConvTraits, ScalarConv
 from hydradgl.plugins import ConvSpec, load_registry
 
 
@@ -31,10 +32,17 @@ def entry_point(name: str, module: str, dist: str) -> EntryPoint:
     return EntryPoint(name, module, "hydradgl")._for(FakeDist(dist))
 
 
-def conv_plugin(module_name: str, conv_name: str) -> str:
+class IdentityConv(ScalarConv):
+    traits = ConvTraits(kernels=("dgl", "torch"))
+
+    def update(self, graph, h, edges):
+        return h
+
+
+def conv_plugin(module_name: str, conv_name: str, module: type | None = IdentityConv) -> str:
     @hookimpl
     def register_convs(register):
-        register(ConvSpec(name=conv_name, description="test conv", factory=lambda *a: None))
+        register(ConvSpec(name=conv_name, description="test conv", factory=lambda *a: None, module=module))
 
     return plugin_module(module_name, {"register_convs": register_convs})
 
@@ -87,8 +95,8 @@ def test_wrong_spec_type_is_an_error():
 
 
 def test_unknown_name_suggests_closest(registry):
-    with pytest.raises(PluginError, match="Did you mean 'pna'"):
-        registry.conv("pan")
+    with pytest.raises(PluginError, match="Did you mean 'schnet'"):
+        registry.conv("shnet")
 
 
 def test_builtins_come_through_entry_points(registry):
@@ -105,7 +113,7 @@ def test_builtins_come_through_entry_points(registry):
 def test_misspelled_hook_marks_its_distribution_broken():
     @hookimpl
     def register_conv(register):  # the hook is register_convs
-        register(ConvSpec(name="typo", description="never registered", factory=lambda *a: None))
+        register(ConvSpec(name="typo", description="never registered", factory=lambda *a: None, module=IdentityConv))
 
     mod = plugin_module("hd_test_typo", {"register_conv": register_conv})
     ok = conv_plugin("hd_test_typo_ok", "fine2")
@@ -117,7 +125,7 @@ def test_misspelled_hook_marks_its_distribution_broken():
 
 def test_hook_without_hookimpl_marker_is_reported():
     def register_convs(register):  # no @hookimpl: pluggy does not see it
-        register(ConvSpec(name="unmarked", description="x", factory=lambda *a: None))
+        register(ConvSpec(name="unmarked", description="x", factory=lambda *a: None, module=IdentityConv))
 
     mod = plugin_module("hd_test_unmarked", {"register_convs": register_convs})
     reg = load_registry([entry_point("u", mod, "pkg-unmarked")])
@@ -128,8 +136,8 @@ def test_hook_without_hookimpl_marker_is_reported():
 def test_name_registered_twice_by_one_distribution_is_refused():
     @hookimpl
     def register_convs(register):
-        register(ConvSpec(name="twice", description="first", factory=lambda *a: None))
-        register(ConvSpec(name="twice", description="second", factory=lambda *a: None))
+        register(ConvSpec(name="twice", description="first", factory=lambda *a: None, module=IdentityConv))
+        register(ConvSpec(name="twice", description="second", factory=lambda *a: None, module=IdentityConv))
 
     mod = plugin_module("hd_test_twice", {"register_convs": register_convs})
     reg = load_registry([entry_point("t", mod, "pkg-twice")])
@@ -138,9 +146,25 @@ def test_name_registered_twice_by_one_distribution_is_refused():
     assert dist.broken and "registered twice" in dist.errors[0]
 
 
-def test_builtin_specs_declare_prediction_readers_and_edge_use(registry):
+def test_builtin_readers_can_predict(registry):
     for name in registry.names("dataset"):
         assert registry.dataset(name).read_structures is not None, name  # every built-in reader can predict
-    sage, pna = registry.conv("sage"), registry.conv("pna")
-    assert sage.reads_edges(sage.options()) is False
-    assert pna.reads_edges(pna.options()) and not pna.reads_edges(pna.options(use_edge_features=False))
+
+
+class VectorsWithoutGeometry(ScalarConv):
+    traits = ConvTraits(equivariant=True, returns=frozenset({"scalars", "vectors"}))
+
+
+@pytest.mark.parametrize("module,problem", [
+    (None, "module must be the layer's class, a subclass of hydradgl.nn.Conv"),
+    (int, "a subclass of hydradgl.nn.Conv"),
+    (VectorsWithoutGeometry, "VectorsWithoutGeometry.traits: a layer with vector or spherical features needs the "
+                             "geometry"),
+])
+def test_conv_without_a_conv_class_or_with_inconsistent_traits_is_refused(module, problem):
+    mod = conv_plugin(f"hd_test_traits_{getattr(module, '__name__', 'none')}", "odd", module)
+    reg = load_registry([entry_point("odd", mod, "pkg-odd")])
+    dist = reg.distributions["pkg-odd"]
+    assert dist.broken and "conv 'odd'" in dist.errors[0] and problem in dist.errors[0]
+    with pytest.raises(PluginError, match="pkg-odd"):
+        reg.conv("odd")

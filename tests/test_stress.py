@@ -241,11 +241,13 @@ def test_stress_without_periodic_cells_is_refused(stress_prepared, model64, regi
 def test_a_vector_node_head_on_an_invariant_trunk_is_refused(stress_prepared, registry):
     cfg = stress_config(heads=[{"name": "forces"}])  # forces regressed directly by a node head
     with pytest.raises(ConfigError, match=r"heads\[0\] \('forces'\): target 'forces' is a 3-component vector per "
-                                          r"atom, but the trunk \('schnet'\) is invariant.*does not rotate with the "
-                                          r"structure.*kind: potential with options\.forces: forces"):
+                                          r"atom, but 'node-head' predicts it from invariant features.*would not "
+                                          r"rotate with it.*kind: vector-head\) on an equivariant trunk \(not "
+                                          r"'schnet'\).*kind: potential with options\.forces: forces"):
         build_model(cfg, stress_prepared.info, registry)
-    # a conv that declares itself equivariant may predict vectors per atom
-    convs = {**registry.specs["conv"], "schnet": dataclasses.replace(registry.conv("schnet"), equivariant=True)}
-    equivariant = dataclasses.replace(registry, specs={**registry.specs, "conv": convs})
-    model = build_model(cfg, stress_prepared.info, equivariant)
+    with pytest.raises(ConfigError, match=r"vector-head.*equivariant"):  # the vector head itself needs vectors
+        build_model(stress_config(heads=[{"name": "forces", "kind": "vector-head"}]), stress_prepared.info, registry)
+    # on an equivariant trunk the vector head predicts one 3-vector per atom
+    model = build_model(stress_config(heads=[{"name": "forces", "kind": "vector-head"}], **{"model.conv": "painn"}),
+                        stress_prepared.info, registry)
     assert model(collate(stress_prepared.train, np.arange(2)))["forces"].shape[1] == 3

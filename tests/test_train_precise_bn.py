@@ -16,7 +16,7 @@ def test_running_statistics_become_the_sample_average(small_prepared):
     cfg = small_config()
     torch.manual_seed(0)
     model = build_model(cfg, small_prepared.info).eval()
-    norm = model.norms[0]
+    norm = model.convs[0].norm
     norm.running_mean.fill_(5.0)
     norm.running_var.fill_(7.0)
     inputs = []

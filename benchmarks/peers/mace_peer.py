@@ -30,6 +30,7 @@ from mace import __version__ as mace_version
 from mace import tools
 from mace.calculators import MACECalculator
 from mace.cli import run_train
+from timing import calculator_seconds  # beside this file (the script's folder is on sys.path)
 
 # The module (``mace.tools.train`` as an attribute is the function of that name it exports).
 mace_train = importlib.import_module("mace.tools.train")
@@ -76,7 +77,8 @@ def predict(model: Path, test: Path, dtype: str) -> dict[str, list]:
         atoms.calc = calc
         energies.append(float(atoms.get_potential_energy()))
         forces.extend(atoms.get_forces().tolist())
-    return {"energy": energies, "forces": forces}
+    return {"energy": energies, "forces": forces,  # one thread, as hydradgl's calculator is timed
+            "calculator_seconds": calculator_seconds(calc, read(test, index=0))}
 
 
 def main() -> None:

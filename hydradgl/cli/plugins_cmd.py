@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from hydradgl.cli.common import out
-from hydradgl.plugins import KINDS, HeadSpec, Registry, get_registry
+from hydradgl.plugins import KINDS, ConvSpec, HeadSpec, Registry, get_registry
 
 
 def plugins_as_dict(registry: Registry) -> dict:
@@ -21,10 +21,21 @@ def plugins_as_dict(registry: Registry) -> dict:
     plugins = [
         {"kind": kind, "name": name, "description": spec.description, "distribution": registry.owners[(kind, name)],
          **({"level": spec.level} if isinstance(spec, HeadSpec) else {}),
+         **({"traits": conv_traits(spec)} if isinstance(spec, ConvSpec) else {}),
          "conflict": sorted(registry.conflicts.get((kind, name), []))}
         for kind in KINDS for name, spec in sorted(registry.specs[kind].items())
     ]
     return {"distributions": distributions, "plugins": plugins}
+
+
+def conv_traits(spec: ConvSpec) -> list[str]:
+    """What a conv's class declares, in words (options may narrow some per layer: docs/plugins.md)."""
+    t = spec.traits
+    words = [label for flag, label in ((t.reads_edge_features or t.needs_geometry, "distance-aware"),
+                                       (t.smooth_at_cutoff, "smooth at cutoff"), (t.equivariant, "equivariant"),
+                                       (t.uses_extrema, "extrema"))
+             if flag]
+    return [*words, "kernels: " + ", ".join(t.kernels)]
 
 
 @click.command("list-plugins")
@@ -47,6 +58,7 @@ def list_plugins(as_json: bool) -> None:
         plugins.add_column(col)
     for p in data["plugins"]:
         source = p["distribution"] + (f" [red](conflict: {', '.join(p['conflict'])})[/]" if p["conflict"] else "")
-        plugins.add_row(p["kind"], p["name"], p["description"], source)
+        traits = f" [dim]({'; '.join(p['traits'])})[/]" if "traits" in p else ""
+        plugins.add_row(p["kind"], p["name"], p["description"] + traits, source)
     out.print(dists)
     out.print(plugins)

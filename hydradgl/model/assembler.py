@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Collection
 from dataclasses import replace
@@ -17,18 +18,13 @@ from hydradgl.data.batch import Batch
 from hydradgl.data.graphset import GraphView
 from hydradgl.data.normalize import Normalizer
 from hydradgl.data.records import DatasetInfo
-from hydradgl.errors import ConfigError, DataError
+from hydradgl.errors import ConfigError, DataError, PluginError
 from hydradgl.model.derivatives import cell_volumes, derivatives
 from hydradgl.model.heads import HeadDescription, describe_heads
-from hydradgl.model.layers import EdgeGeometry, GaussianExpansion
-from hydradgl.model.layers import activation as _activation
+from hydradgl.nn import Conv, ConvTraits, Edges, NodeState
+from hydradgl.nn.layers import GaussianExpansion
 from hydradgl.ops import Backend
-from hydradgl.plugins import ConvContext, HeadContext, Registry, get_registry
-
-
-def _norm(kind: str, width: int) -> nn.Module:
-    return {"batch": lambda: nn.BatchNorm1d(width), "layer": lambda: nn.LayerNorm(width),
-            "none": nn.Identity}[kind]()
+from hydradgl.plugins import ConvContext, ConvSpec, HeadContext, Registry, get_registry
 
 
 class EdgeFeatures(nn.Module):
@@ -77,33 +73,31 @@ class HydraModel(nn.Module):
     Args:
         n_species: rows of the element embedding (``Batch.species`` indexes it).
         hidden: width of the embedding and of every conv layer.
-        convs: the conv layers, each (N, hidden) -> (N, hidden).
+        convs: the conv layers (:class:`hydradgl.nn.Conv`), each a NodeState of width hidden to the next; each
+            applies its own normalization and activation (``model.norm``, ``model.activation``).
         heads: one module per head, keyed like ``descriptions``.
         descriptions: what each head predicts (:class:`~hydradgl.model.heads.HeadDescription`).
         edge_features: the module computing edge features from distances.
         input_dim: width of the extra per-atom inputs (0: none).
-        norm: normalization after each conv (batch, layer, none).
-        activation: activation after each normalization.
-        needs_edges: whether any conv reads the edge features (else they are not computed).
         energy_scales: for each potential head, and each derived forces or stress head, its target's
             normalization (:class:`TargetScale`), keyed by head name.
     """
 
-    def __init__(self, n_species: int, hidden: int, convs: list[nn.Module], heads: dict[str, nn.Module],
+    def __init__(self, n_species: int, hidden: int, convs: list[Conv], heads: dict[str, nn.Module],
                  descriptions: list[HeadDescription], edge_features: EdgeFeatures, input_dim: int = 0,
-                 norm: str = "batch", activation: str = "relu", needs_edges: bool = True,
-                 energy_scales: dict[str, TargetScale] | None = None):
+                 energy_scales: dict[str, TargetScale] | None = None,
+                 vector_heads: Collection[str] = ()):
         super().__init__()
         self.embedding = nn.Embedding(n_species, hidden)
         self.input_proj = nn.Linear(input_dim, hidden, bias=False) if input_dim else None
         self.edge_features = edge_features
         self.convs = nn.ModuleList(convs)
-        self.needs_edges = needs_edges and self.edge_features.dim > 0
-        # A conv that declares ``uses_geometry = True`` also gets the raw edge geometry (EdgeGeometry).
-        self.geometry_convs = [bool(getattr(c, "uses_geometry", False)) for c in self.convs]
+        #: Each conv's traits, in trunk order (the assembler checked them against the registered class).
+        self.conv_traits: tuple[ConvTraits, ...] = tuple(c.traits for c in convs)
+        self.needs_edges = any(t.reads_edge_features for t in self.conv_traits) and self.edge_features.dim > 0
         self.cutoff = edge_features.cutoff
-        self.norms = nn.ModuleList(_norm(norm, hidden) for _ in convs)
-        self.act = _activation(activation)
+        #: Heads that also read the trunk's vector features (HeadSpec.reads_vectors).
+        self.vector_heads = frozenset(vector_heads)
         self.heads = nn.ModuleDict(heads)
         self.head_descriptions = list(descriptions)
         self.energy_scales = nn.ModuleDict(energy_scales or {})
@@ -122,39 +116,40 @@ class HydraModel(nn.Module):
     def depends_on_distances(self) -> bool:
         """Whether the outputs change continuously with interatomic distances: a conv reads the edge
         features or the raw geometry (forces and stress need it)."""
-        return self.needs_edges or any(self.geometry_convs)
+        return self.needs_edges or any(t.needs_geometry for t in self.conv_traits)
 
     @property
     def smooth_at_cutoff(self) -> bool:
-        """Whether every conv declares ``smooth_at_cutoff = True``: each message goes to zero as its
+        """Whether every conv's traits say ``smooth_at_cutoff``: each message goes to zero as its
         distance reaches the cutoff, so the outputs do not jump when a neighbour crosses it (MD
         conserves energy). Convs whose messages carry the neighbours' features or count do not."""
-        return all(getattr(conv, "smooth_at_cutoff", False) for conv in self.convs)
+        return all(t.smooth_at_cutoff for t in self.conv_traits)
 
     @property
     def uses_extrema(self) -> bool:
-        """Whether a conv or head reduces by a max or min (modules declare ``uses_extrema = True``). Its
-        outputs then follow one of the candidates, and where equivalent neighbours tie, as in a perfect
-        crystal, their derivatives (forces) follow one of them and lose the structure's symmetry."""
-        return any(getattr(module, "uses_extrema", False) for module in self.modules() if module is not self)
+        """Whether a conv (its traits) or a head (a module attribute ``uses_extrema = True``) reduces by a
+        max or min. Its outputs then follow one of the candidates, and where equivalent neighbours tie, as
+        in a perfect crystal, their derivatives (forces) follow one of them and lose the structure's
+        symmetry."""
+        return (any(t.uses_extrema for t in self.conv_traits)
+                or any(getattr(module, "uses_extrema", False) for module in self.heads.modules()))
 
     #: The kernel path convs and heads run on (hydradgl.ops); the run sets it from
     #: hydradgl.train.runtime.resolve_kernels(training.kernels, device, model.plugin_kernels).
     kernels: Backend = "dgl"
 
-    def trunk(self, batch: Batch) -> torch.Tensor:
-        """Node features after the shared conv layers."""
+    def trunk(self, batch: Batch) -> NodeState:
+        """The node state after the shared conv layers (heads read its invariant scalars)."""
         graph = batch.graph.using(self.kernels)
         h = self.embedding(batch.species)
         if self.input_proj is not None:
             h = h + self.input_proj(batch.node_inputs)
-        edge_attr = self.edge_features(batch.edge_dist) if self.needs_edges else None
-        geometry = (EdgeGeometry.from_batch(batch.edge_dist, batch.edge_vec, self.cutoff)
-                    if any(self.geometry_convs) else None)
-        for conv, norm, wants_geometry in zip(self.convs, self.norms, self.geometry_convs):
-            out = conv(graph, h, edge_attr, geometry=geometry) if wants_geometry else conv(graph, h, edge_attr)
-            h = self.act(norm(out))
-        return h
+        edges = Edges(self.edge_features(batch.edge_dist) if self.needs_edges else None, batch.edge_dist,
+                      batch.edge_vec, self.cutoff)
+        state = NodeState(h)
+        for conv in self.convs:
+            state = conv(graph, state, edges)
+        return state
 
     @property
     def potential_heads(self) -> dict[str, str | None]:
@@ -198,11 +193,14 @@ class HydraModel(nn.Module):
     def _outputs(self, batch: Batch, names: list[str],
                  physical: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The named heads' normalized outputs; potential heads' physical energies also into ``physical``."""
-        h = self.trunk(batch)
+        state = self.trunk(batch)
+        h = state.scalars
         graph = batch.graph.using(self.kernels)
         out = {}
         for name in names:
-            if name in self.energy_scales:
+            if name in self.vector_heads:
+                out[name] = self.heads[name](graph, h, state.vectors)
+            elif name in self.energy_scales:
                 energy = self.heads[name](graph, h, batch.species)
                 if physical is not None:
                     physical[name] = energy
@@ -226,6 +224,12 @@ class HydraModel(nn.Module):
             self.heads[name].fit_statistics(counts, energy, forces)  # type: ignore[operator]
 
 
+def upgrade_state_dict(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights saved before the convs owned their normalization (``norms.{i}.*``, now ``convs.{i}.norm.*``)
+    under today's names; others unchanged."""
+    return {re.sub(r"^norms\.(\d+)\.", r"convs.\1.norm.", key): value for key, value in weights.items()}
+
+
 def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = None) -> HydraModel:
     """The model a config describes for data with ``info``: conv and head plugins looked up and built."""
     registry = registry or get_registry()
@@ -233,12 +237,12 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     edge_features = EdgeFeatures(m.edge_features, info.cutoff, m.edge_basis, m.edge_envelope == "cosine")
     conv_spec = registry.conv(m.conv)
     conv_options = parse_options(conv_spec.options, m.conv_options, "model.conv_options", plugin=m.conv)
-    context = ConvContext(edge_dim=edge_features.dim, degree_histogram=info.degree_histogram, cutoff=info.cutoff)
-    convs = [conv_spec.factory(m.hidden, m.hidden, conv_options, context) for _ in range(m.layers)]
-    # The spec declares whether its layers read edge features; a module attribute can say no as well.
-    needs_edges = conv_spec.reads_edges(conv_options) and any(getattr(c, "uses_edge_features", True) for c in convs)
+    context = ConvContext(edge_dim=edge_features.dim, degree_histogram=info.degree_histogram, cutoff=info.cutoff,
+                          norm=m.norm, activation=m.activation)
+    convs = [_checked_conv(conv_spec, conv_spec.factory(m.hidden, m.hidden, conv_options, context))
+             for _ in range(m.layers)]
     descriptions = describe_heads(cfg, info, registry)
-    heads, scales = {}, {}
+    heads, scales, vector_heads = {}, {}, []
     normalizer = Normalizer.from_info(info)
     kernels = {f"conv plugin {m.conv!r}": tuple(conv_spec.kernels)}
     for i, (head_cfg, d) in enumerate(zip(cfg.heads, descriptions)):  # the derived heads come last: no module
@@ -250,14 +254,30 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
         kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
         if spec.energy:
             scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])
+        if spec.reads_vectors:
+            vector_heads.append(d.name)
     for d in descriptions[len(cfg.heads):]:
         scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])
     model = HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
-                       input_dim=sum(info.node_inputs.values()), norm=m.norm, activation=m.activation,
-                       needs_edges=needs_edges, energy_scales=scales)
+                       input_dim=sum(info.node_inputs.values()), energy_scales=scales, vector_heads=vector_heads)
     model.plugin_kernels = kernels
     _check_potentials(model, cfg.model.conv)
     return model
+
+
+def _checked_conv(spec: ConvSpec, conv: object) -> Conv:
+    """``conv`` if it is an instance of the spec's class whose traits keep the class's fixed ones."""
+    module = spec.module
+    assert module is not None  # the registry refuses a conv spec without its class
+    if not isinstance(conv, module):
+        raise PluginError(f"conv plugin {spec.name!r}: its factory returned {type(conv).__name__}, not the "
+                          f"{module.__name__} it registered")
+    fixed = ("kernels", "equivariant", "takes", "returns")
+    changed = [name for name in fixed if getattr(conv.traits, name) != getattr(module.traits, name)]
+    if changed:
+        raise PluginError(f"conv plugin {spec.name!r}: a layer changed its class's traits {changed} (only "
+                          "option-dependent ones may differ per instance: ConvTraits.narrowed)")
+    return conv
 
 
 def _stress_volumes(batch: Batch) -> torch.Tensor:
@@ -287,7 +307,8 @@ def _check_potentials(model: HydraModel, conv: str) -> None:
     if not model.depends_on_distances:
         raise ConfigError(f"model.conv: {conv!r} reads neither edge features nor the geometry here, so its "
                           "energy does not depend on interatomic distances and has no forces or stress; use a "
-                          "distance-aware conv (e.g. schnet, egnn, cgcnn or pna with edge features)")
+                          "distance-aware conv (`hydradgl list-plugins` marks them) or options that make this "
+                          "one read distances")
     reasons = []
     if not model.smooth_at_cutoff:
         reasons.append(f"{conv!r} (with these options) is not smooth at the cutoff, so the energy jumps when a "

@@ -58,12 +58,20 @@ def describe_heads(cfg: RunConfig, info: DatasetInfo, registry: Registry) -> lis
         if spec.level != target.level:
             raise ConfigError(f"heads[{i}].kind: {spec.name!r} is a {spec.level}-level head but target "
                               f"{head.target_name!r} is {target.level}-level")
-        if target.level == "node" and target.dim == 3 and not registry.conv(cfg.model.conv).equivariant:
+        equivariant = registry.conv(cfg.model.conv).equivariant
+        if spec.reads_vectors and not equivariant:
             raise ConfigError(
-                f"heads[{i}] ({head.name!r}): target {head.target_name!r} is a 3-component vector per atom, but the "
-                f"trunk ({cfg.model.conv!r}) is invariant: its node features do not change when the structure "
-                "rotates, so a 3-vector predicted from them does not rotate with the structure. For forces, give "
-                "the energy target a head of kind: potential with options.forces: "
+                f"heads[{i}].kind: {spec.name!r} reads the trunk's vector features, but the trunk "
+                f"({cfg.model.conv!r}) is invariant and has none; use an equivariant conv (`hydradgl list-plugins` "
+                "marks them)")
+        if target.level == "node" and target.dim == 3 and not spec.reads_vectors:
+            raise ConfigError(
+                f"heads[{i}] ({head.name!r}): target {head.target_name!r} is a 3-component vector per atom, but "
+                f"{spec.name!r} predicts it from invariant features, which do not change when the structure "
+                "rotates, so the vector would not rotate with it. Give it a head that reads vector features "
+                "(kind: vector-head) on an equivariant trunk"
+                + ("" if equivariant else f" (not {cfg.model.conv!r})")
+                + "; for forces, give the energy target a head of kind: potential with options.forces: "
                 f"{head.target_name} (forces -dE/dr, which do rotate with it)")
         out.append(HeadDescription(name=head.name, target=head.target_name, level=target.level, kind=spec.name,
                                    loss=head.loss, weight=head.alpha, dim=target.dim, unit=target.unit,

@@ -1,4 +1,4 @@
-"""Parameter counts per block of a model (embedding, each conv and norm, each head)."""
+"""Parameter counts per block of a model (embedding, each conv with its norm, each head)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ def count(module: nn.Module | None) -> int:
 
 def parameter_blocks(model: HydraModel) -> list[tuple[str, int]]:
     rows = [("embedding", count(model.embedding) + count(model.input_proj))]
-    for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
+    for i, conv in enumerate(model.convs):
         rows.append((f"conv {i + 1} ({type(conv).__name__})", count(conv)))
-        rows.append((f"norm {i + 1} ({type(norm).__name__})", count(norm)))
     rows += [(f"head {name} ({model.head_levels[name]})", count(head)) for name, head in model.heads.items()]
     return rows

@@ -23,7 +23,7 @@ from hydradgl.data.pipeline import prepare_data
 from hydradgl.data.records import DatasetInfo
 from hydradgl.data.splitfile import SPLIT_FILE
 from hydradgl.errors import DataError, TrainingError
-from hydradgl.model.assembler import HydraModel, build_model
+from hydradgl.model.assembler import HydraModel, build_model, upgrade_state_dict
 from hydradgl.model.heads import HeadDescription
 from hydradgl.plugins import Registry, get_registry
 from hydradgl.train.checkpoint import check_plugins, load_checkpoint
@@ -63,7 +63,7 @@ def load_run(run_dir: Path, registry: Registry | None = None, device: str = "cpu
         info = info.model_copy(update={"graph": cfg.graph})
     model = build_model(cfg, info, registry)
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(upgrade_state_dict(state["model"]))
     except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
         raise TrainingError(f"{path}: its weights do not fit the model its config builds with this hydradgl and "
                             f"these plugins ({_first_problem(exc)}); was it written by another version of a "

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import EdgeGeometry
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -29,7 +29,7 @@ class CGCNNOptions(BaseModel):
                                               "messages do not vanish there, so its energy jumps.")
 
 
-class CGCNNConv(nn.Module):
+class CGCNNConv(ScalarConv):
     r"""CGCNN gated convolution with a residual.
 
     .. math::
@@ -42,30 +42,32 @@ class CGCNNConv(nn.Module):
         dim: node feature width (in and out).
         edge_dim: width of the trunk's edge features (> 0).
         envelope: multiply each message by the cosine cutoff of its distance.
+        norm, activation: applied to the layer's output (:class:`~hydradgl.nn.ScalarConv`).
 
     Shapes:
-        node features (N, dim), edge features (E, edge_dim) [, geometry with the (E,) envelope] -> (N, dim).
+        node features (N, dim), edge features (E, edge_dim) [, envelope (E,)] -> (N, dim).
     """
 
-    def __init__(self, dim: int, edge_dim: int, envelope: bool = False):
-        super().__init__()
+    traits = ConvTraits(reads_edge_features=True, needs_geometry=True, smooth_at_cutoff=True, kernels=("dgl", "torch"))
+
+    def __init__(self, dim: int, edge_dim: int, envelope: bool = False, norm: str = "none",
+                 activation: str | None = None):
+        super().__init__(dim, norm, activation)
         self.dim, self.envelope = dim, envelope
-        # the envelope comes with the trunk's raw geometry; with it every message vanishes at the cutoff
-        self.uses_geometry = self.smooth_at_cutoff = envelope
+        # with the envelope every message vanishes at the cutoff; without it the layer reads no geometry
+        self.traits = type(self).traits.narrowed(needs_geometry=envelope, smooth_at_cutoff=envelope)
         self.dst = nn.Linear(dim, 2 * dim)  # [W_f; W_s] blocks acting on v_i, with both biases
         self.src = nn.Linear(dim, 2 * dim, bias=False)
         self.edge = nn.Linear(edge_dim, 2 * dim, bias=False)
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor,
-                geometry: EdgeGeometry | None = None) -> torch.Tensor:
-        z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edge_attr, self.edge.weight.T)  # one pass over E
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+        assert edges.attr is not None  # traits.reads_edge_features: the trunk passes them
+        z = torch.addmm(graph.u_add_v(self.src(h), self.dst(h)), edges.attr, self.edge.weight.T)  # one pass over E
         # contiguous halves: torch's CPU sigmoid and softplus are much slower on strided ones
         gate, core = (part.contiguous() for part in z.chunk(2, dim=1))
         messages = torch.sigmoid(gate) * F.softplus(core)
         if self.envelope:
-            if geometry is None:
-                raise ValueError("CGCNN with the envelope needs the edge geometry (forward(..., geometry=g))")
-            messages = messages * geometry.envelope.unsqueeze(1)
+            messages = messages * edges.envelope.unsqueeze(1)
         return h + graph.reduce(messages, "sum")
 
 
@@ -74,11 +76,10 @@ def make_cgcnn(in_dim: int, out_dim: int, options: CGCNNOptions, context: ConvCo
         raise ConfigError(f"cgcnn keeps the feature width: in ({in_dim}) and out ({out_dim}) widths must match")
     if context.edge_dim <= 0:
         raise ConfigError("cgcnn needs edge features: set model.edge_features to 'gaussian' or 'distance'")
-    return CGCNNConv(in_dim, context.edge_dim, options.envelope)
+    return CGCNNConv(in_dim, context.edge_dim, options.envelope, context.norm, context.activation)
 
 
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="cgcnn", description="CGCNN gated convolution with distance features",
-                      options=CGCNNOptions, factory=make_cgcnn,
-                      kernels=("dgl", "torch")))
+                      options=CGCNNOptions, factory=make_cgcnn, module=CGCNNConv))

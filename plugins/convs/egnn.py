@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import EdgeGeometry
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
 from hydradgl.plugins import ConvContext, ConvSpec
 
 VECTOR_EPS = 1e-8  # inside the square root of a vector length: finite gradients at zero length
@@ -27,7 +27,7 @@ class EGNNOptions(BaseModel):
                                   "invariant, and they see directions (a net force is such a vector sum).")
 
 
-class EGNNConv(nn.Module):
+class EGNNConv(ScalarConv):
     r"""EGNN layer with fixed coordinates: messages depend on the invariant squared distance.
 
     .. math::
@@ -58,19 +58,21 @@ class EGNNConv(nn.Module):
         use_edge_features: add the edge features to the edge network's input.
         envelope: multiply messages by the cosine cutoff.
         vector_features: add the per-channel lengths of :math:`v_i` to the update's input.
+        norm, activation: applied to the layer's output (:class:`~hydradgl.nn.ScalarConv`).
 
     Shapes:
-        node features (N, dim), geometry (E,) distances [, edge features (E, edge_dim)] -> (N, dim).
+        node features (N, dim), distances and edge vectors (E,), (E, 3) [, edge features (E, edge_dim)]
+        -> (N, dim).
     """
 
-    uses_geometry = True
+    traits = ConvTraits(reads_edge_features=True, needs_geometry=True, smooth_at_cutoff=True, kernels=("dgl", "torch"))
 
     def __init__(self, dim: int, edge_dim: int = 0, use_edge_features: bool = False, envelope: bool = True,
-                 vector_features: bool = False):
-        super().__init__()
-        self.uses_edge_features = use_edge_features
+                 vector_features: bool = False, norm: str = "none", activation: str | None = None):
+        super().__init__(dim, norm, activation)
         self.envelope = envelope
-        self.smooth_at_cutoff = envelope  # every message carries the cosine envelope
+        # with the envelope every message carries the cosine cutoff
+        self.traits = type(self).traits.narrowed(reads_edge_features=use_edge_features, smooth_at_cutoff=envelope)
         self.edge_dst = nn.Linear(dim, dim)  # first layer of phi_e on h_i (with its bias)
         self.edge_src = nn.Linear(dim, dim, bias=False)  # ... on h_j
         self.edge_dist = nn.Parameter(torch.empty(dim))  # ... on the squared distance
@@ -81,18 +83,17 @@ class EGNNConv(nn.Module):
         node_in = (3 if vector_features else 2) * dim
         self.node_net = nn.Sequential(nn.Linear(node_in, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None, *,
-                geometry: EdgeGeometry) -> torch.Tensor:
-        d2 = (geometry.dist / geometry.cutoff).square().unsqueeze(1)
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+        d2 = (edges.dist / edges.cutoff).square().unsqueeze(1)
         z = graph.u_add_v(self.edge_src(h), self.edge_dst(h)) + d2 * self.edge_dist
         if self.edge_attr is not None:
-            z = z + self.edge_attr(edge_attr)
+            z = z + self.edge_attr(edges.attr)
         m = F.silu(self.edge_out(F.silu(z)))
         if self.envelope:
-            m = m * geometry.envelope.unsqueeze(1)
+            m = m * edges.envelope.unsqueeze(1)
         parts = [h, graph.reduce(m, "sum")]
         if self.vector is not None:  # (E, 3, dim): x_i - x_j (vec points from source j to receiver i) per channel
-            v = graph.reduce((geometry.vec / geometry.cutoff).unsqueeze(2) * self.vector(m).unsqueeze(1), "sum")
+            v = graph.reduce((edges.vec / edges.cutoff).unsqueeze(2) * self.vector(m).unsqueeze(1), "sum")
             parts.append(torch.sqrt(v.square().sum(dim=1) + VECTOR_EPS))
         return h + self.node_net(torch.cat(parts, dim=1))
 
@@ -103,11 +104,11 @@ def make_egnn(in_dim: int, out_dim: int, options: EGNNOptions, context: ConvCont
     if options.use_edge_features and context.edge_dim <= 0:
         raise ConfigError("egnn: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
                           "set model.edge_features to 'gaussian' or turn the option off")
-    return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope, options.vector_features)
+    return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope, options.vector_features,
+                    context.norm, context.activation)
 
 
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="egnn", description="E(n)-equivariant GNN (invariant: squared distances, fixed coordinates)",
-                      options=EGNNOptions, factory=make_egnn, kernels=("dgl", "torch"),
-                      uses_edge_features=lambda o: o.use_edge_features))
+                      options=EGNNOptions, factory=make_egnn, module=EGNNConv))

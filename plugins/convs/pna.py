@@ -26,7 +26,8 @@ from torch import nn
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import EdgeGeometry, mlp
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
+from hydradgl.nn.layers import mlp
 from hydradgl.ops.pna_fused import u_add_e_linear, u_add_e_moments
 from hydradgl.plugins import ConvContext, ConvSpec
 
@@ -116,8 +117,6 @@ class PNATower(nn.Module):
             else nn.Linear(post_in, out_dim)
         self.need_sum = bool({"mean", "sum", "std"} & set(aggregators))
         self.need_max = bool({"min", "max"} & set(aggregators))
-        # min/max pick one neighbour: at a symmetric configuration, one of several equivalent ones
-        self.uses_extrema = self.need_max
 
     @staticmethod
     def _node_max(graph, b: torch.Tensor) -> torch.Tensor:
@@ -217,7 +216,7 @@ class PNATower(nn.Module):
         return out
 
 
-class PNAConv(nn.Module):
+class PNAConv(ScalarConv):
     r"""PNA layer: towers over feature slices, optionally mixed by a linear layer.
 
     Per tower, with messages :math:`m_{ij} = M [h_j, h_i, e_{ij}]` (:math:`e_{ij}` the trunk's edge
@@ -240,15 +239,18 @@ class PNAConv(nn.Module):
         out_dim: output width.
         options: aggregators, scalers, towers, use_edge_features, edge_features_in_extrema, mixing,
             pre/post layers, divide_input, envelope.
-        context: edge feature width and the training in-degree histogram.
+        context: edge feature width, the training in-degree histogram, and the norm and activation
+            applied to the layer's output (:class:`~hydradgl.nn.ScalarConv`).
 
     Shapes:
-        node features (N, in_dim), edge features (E, edge_dim) or None [, geometry with the (E,) envelope]
-        -> (N, out_dim).
+        node features (N, in_dim), edge features (E, edge_dim) or None [, envelope (E,)] -> (N, out_dim).
     """
 
+    traits = ConvTraits(reads_edge_features=True, needs_geometry=True, smooth_at_cutoff=True, uses_extrema=True,
+                        kernels=("dgl", "torch"))
+
     def __init__(self, in_dim: int, out_dim: int, options: PNAOptions, context: ConvContext):
-        super().__init__()
+        super().__init__(out_dim, context.norm, context.activation)
         towers = options.towers
         if (options.divide_input and in_dim % towers) or out_dim % towers:
             raise ConfigError(f"model.conv_options.towers = {towers} must divide the layer widths "
@@ -257,9 +259,11 @@ class PNAConv(nn.Module):
             raise ConfigError("pna: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
                               "set model.edge_features to 'gaussian' or model.conv_options.use_edge_features to false")
         edge_dim = context.edge_dim if options.use_edge_features is not False else 0
-        self.uses_edge_features = edge_dim > 0
-        # the envelope comes with the trunk's raw geometry; with it every message fades out at the cutoff
-        self.uses_geometry = self.smooth_at_cutoff = options.envelope
+        # with the envelope every message fades out at the cutoff; min/max pick one neighbour: at a
+        # symmetric configuration, one of several equivalent ones
+        self.traits = type(self).traits.narrowed(
+            reads_edge_features=edge_dim > 0, needs_geometry=options.envelope, smooth_at_cutoff=options.envelope,
+            uses_extrema=bool({"min", "max"} & set(options.aggregators)))
         self.divide_input = options.divide_input
         tower_in = in_dim // towers if options.divide_input else in_dim
         hist = context.degree_histogram if context.degree_histogram is not None else [0, 1]
@@ -271,18 +275,16 @@ class PNAConv(nn.Module):
         # Saved with the model: the scalers must see the training set's delta after a restore.
         self.register_buffer("delta", torch.tensor(delta_from_histogram(hist)))
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None,
-                geometry: EdgeGeometry | None = None) -> torch.Tensor:
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
         weights = None
-        if self.smooth_at_cutoff:
-            assert geometry is not None  # the model passes the geometry to convs that use it
-            weights = geometry.envelope.to(h.dtype).unsqueeze(1)
+        if self.traits.smooth_at_cutoff:
+            weights = edges.envelope.to(h.dtype).unsqueeze(1)
             degree = graph.reduce(weights, "sum").squeeze(1)
         else:
             degree = graph.in_degrees().to(h.dtype)
-        edges = edge_attr if self.uses_edge_features else None
+        edge_attr = edges.attr if self.traits.reads_edge_features else None
         slices = h.chunk(len(self.towers), dim=1) if self.divide_input else [h] * len(self.towers)
-        out = torch.cat([tower(graph, x, edges, degree, self.delta, weights)
+        out = torch.cat([tower(graph, x, edge_attr, degree, self.delta, weights)
                          for tower, x in zip(self.towers, slices)], dim=1)
         return self.mixing(out) if self.mixing is not None else out
 
@@ -294,5 +296,4 @@ def make_pna(in_dim: int, out_dim: int, options: PNAOptions, context: ConvContex
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="pna", description="Principal Neighbourhood Aggregation on fused gather-reduce kernels",
-                      options=PNAOptions, factory=make_pna,
-                      uses_edge_features=lambda o: o.use_edge_features is not False, kernels=("dgl", "torch")))
+                      options=PNAOptions, factory=make_pna, module=PNAConv))

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hydradgl import hookimpl
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -19,7 +20,7 @@ class SAGEOptions(BaseModel):
     aggregator: Literal["mean", "pool", "gcn"] = Field("mean", description="Neighbourhood aggregator.")
 
 
-class SAGEConv(nn.Module):
+class SAGEConv(ScalarConv):
     r"""GraphSAGE layer.
 
     .. math::
@@ -33,22 +34,24 @@ class SAGEConv(nn.Module):
         in_dim: input node feature width.
         out_dim: output width.
         aggregator: ``mean``, ``pool`` or ``gcn``.
+        norm, activation: applied to the layer's output (:class:`~hydradgl.nn.ScalarConv`).
 
     Shapes:
         node features (N, in_dim) -> (N, out_dim).
     """
 
-    uses_edge_features = False
+    traits = ConvTraits(uses_extrema=True, kernels=("dgl", "torch"))
 
-    def __init__(self, in_dim: int, out_dim: int, aggregator: str = "mean"):
-        super().__init__()
+    def __init__(self, in_dim: int, out_dim: int, aggregator: str = "mean", norm: str = "none",
+                 activation: str | None = None):
+        super().__init__(out_dim, norm, activation)
         self.aggregator = aggregator
-        self.uses_extrema = aggregator == "pool"  # a max over neighbours
+        self.traits = type(self).traits.narrowed(uses_extrema=aggregator == "pool")  # a max over neighbours
         self.fc_pool = nn.Linear(in_dim, in_dim) if aggregator == "pool" else None
         self.fc_self = nn.Linear(in_dim, out_dim, bias=False) if aggregator != "gcn" else None
         self.fc_neigh = nn.Linear(in_dim, out_dim)
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
         if self.fc_self is None:  # gcn
             degree = graph.in_degrees().to(h.dtype).unsqueeze(1)
             return self.fc_neigh((graph.copy_u(h, "sum") + h) / (degree + 1))
@@ -60,11 +63,10 @@ class SAGEConv(nn.Module):
 
 
 def make_sage(in_dim: int, out_dim: int, options: SAGEOptions, context: ConvContext) -> SAGEConv:
-    return SAGEConv(in_dim, out_dim, options.aggregator)
+    return SAGEConv(in_dim, out_dim, options.aggregator, context.norm, context.activation)
 
 
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="sage", description="GraphSAGE (mean, pool or gcn aggregator)",
-                      options=SAGEOptions, factory=make_sage, uses_edge_features=False,
-                      kernels=("dgl", "torch")))
+                      options=SAGEOptions, factory=make_sage, module=SAGEConv))

@@ -8,7 +8,8 @@ from torch import nn
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import EdgeGeometry, ShiftedSoftplus
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
+from hydradgl.nn.layers import ShiftedSoftplus
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -18,7 +19,7 @@ class SchNetOptions(BaseModel):
     filters: int | None = Field(None, ge=1, description="Width of the continuous filters (default: the layer width).")
 
 
-class SchNetConv(nn.Module):
+class SchNetConv(ScalarConv):
     r"""SchNet interaction block: a continuous-filter convolution between atom-wise layers, with a residual.
 
     .. math::
@@ -38,24 +39,25 @@ class SchNetConv(nn.Module):
         dim: node feature width (in and out: the block is residual).
         edge_dim: width of the trunk's edge features (> 0).
         filters: width of the filters (default ``dim``).
+        norm, activation: applied to the block's output (:class:`~hydradgl.nn.ScalarConv`).
 
     Shapes:
-        node features (N, dim), edge features (E, edge_dim), geometry (E,) distances -> (N, dim).
+        node features (N, dim), edge features (E, edge_dim), envelope (E,) -> (N, dim).
     """
 
-    uses_geometry = True
-    smooth_at_cutoff = True  # every filter carries the cosine envelope
+    # every filter carries the cosine envelope
+    traits = ConvTraits(reads_edge_features=True, needs_geometry=True, smooth_at_cutoff=True, kernels=("dgl", "torch"))
 
-    def __init__(self, dim: int, edge_dim: int, filters: int | None = None):
-        super().__init__()
+    def __init__(self, dim: int, edge_dim: int, filters: int | None = None, norm: str = "none",
+                 activation: str | None = None):
+        super().__init__(dim, norm, activation)
         filters = filters or dim
         self.atom_in = nn.Linear(dim, filters, bias=False)
         self.filter_net = nn.Sequential(nn.Linear(edge_dim, filters), ShiftedSoftplus(), nn.Linear(filters, filters))
         self.atom_out = nn.Sequential(nn.Linear(filters, dim), ShiftedSoftplus(), nn.Linear(dim, dim))
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None, *,
-                geometry: EdgeGeometry) -> torch.Tensor:
-        filters = self.filter_net(edge_attr) * geometry.envelope.unsqueeze(1)
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+        filters = self.filter_net(edges.attr) * edges.envelope.unsqueeze(1)
         return h + self.atom_out(graph.u_mul_e(self.atom_in(h), filters, "sum"))
 
 
@@ -64,10 +66,10 @@ def make_schnet(in_dim: int, out_dim: int, options: SchNetOptions, context: Conv
         raise ConfigError(f"schnet keeps the feature width: in ({in_dim}) and out ({out_dim}) widths must match")
     if context.edge_dim <= 0:
         raise ConfigError("schnet needs edge features: set model.edge_features to 'gaussian' (or 'distance')")
-    return SchNetConv(in_dim, context.edge_dim, options.filters)
+    return SchNetConv(in_dim, context.edge_dim, options.filters, context.norm, context.activation)
 
 
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="schnet", description="SchNet continuous-filter convolution on the radial basis",
-                      options=SchNetOptions, factory=make_schnet, kernels=("dgl", "torch")))
+                      options=SchNetOptions, factory=make_schnet, module=SchNetConv))

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.model.layers import mlp
+from hydradgl.nn.layers import mlp
 from hydradgl.plugins import HeadContext, HeadSpec
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from hydradgl import hookimpl
-from hydradgl.model.layers import mlp
+from hydradgl.nn.layers import mlp
 from hydradgl.plugins import HeadContext, HeadSpec, NoOptions
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
-from hydradgl.model.layers import mlp
+from hydradgl.nn.layers import mlp
 from hydradgl.plugins import HeadContext, HeadSpec
 
 

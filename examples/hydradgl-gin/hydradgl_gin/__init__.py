@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from hydradgl import hookimpl
+from hydradgl.nn import ConvTraits, Edges, ScalarConv
 from hydradgl.plugins import ConvContext, ConvSpec
 
 
@@ -23,9 +24,17 @@ class GINOptions(BaseModel):
     learn_eps: bool = Field(True, description="Learn eps (GIN-eps) instead of fixing it at 0 (GIN-0).")
 
 
-class GINConv(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, options: GINOptions):
-        super().__init__()
+class GINConv(ScalarConv):
+    """GIN layer on the scalar features; the configured norm and activation follow (ScalarConv)."""
+
+    # Declared once: no edge features, no geometry; runs on both kernel paths (MessageGraph methods only).
+    # A max aggregator picks one neighbour: the instance says so below.
+    traits = ConvTraits(uses_extrema=True, kernels=("dgl", "torch"))
+
+    def __init__(self, in_dim: int, out_dim: int, options: GINOptions, norm: str = "none",
+                 activation: str | None = None):
+        super().__init__(out_dim, norm, activation)
+        self.traits = type(self).traits.narrowed(uses_extrema=options.aggregator == "max")
         layers: list[nn.Module] = []
         width = in_dim
         for _ in range(options.mlp_layers - 1):
@@ -36,17 +45,16 @@ class GINConv(nn.Module):
         self.eps = nn.Parameter(torch.zeros(1), requires_grad=options.learn_eps)
         self.aggregator = options.aggregator
 
-    def forward(self, graph, h: torch.Tensor, edge_attr: torch.Tensor | None = None) -> torch.Tensor:
+    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
         # ``graph`` is hydradgl's MessageGraph: its ops run on DGL's kernels or plain torch.
         return self.mlp((1 + self.eps) * h + graph.copy_u(h, self.aggregator))
 
 
 def make_gin(in_dim: int, out_dim: int, options: GINOptions, context: ConvContext) -> GINConv:
-    return GINConv(in_dim, out_dim, options)
+    return GINConv(in_dim, out_dim, options, context.norm, context.activation)
 
 
 @hookimpl
 def register_convs(register):
     register(ConvSpec(name="gin", description="Graph Isomorphism Network convolution (example plugin)",
-                      options=GINOptions, factory=make_gin, uses_edge_features=False,
-                      kernels=("dgl", "torch")))
+                      options=GINOptions, factory=make_gin, module=GINConv))

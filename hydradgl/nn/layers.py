@@ -1,10 +1,9 @@
-"""Small building blocks shared by the trunk, the convs and the heads: activations, MLPs, distance expansion,
-the smooth cutoff envelope and the per-batch edge geometry."""
+"""Small building blocks shared by the trunk, the convs and the heads: activations, normalizations, MLPs,
+the distance expansion and the smooth cutoff envelope."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +24,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
+
+
+def normalization(kind: str, width: int) -> nn.Module:
+    """``batch`` (BatchNorm1d), ``layer`` (LayerNorm) or ``none`` over a width of ``width``."""
+    return {"batch": lambda: nn.BatchNorm1d(width), "layer": lambda: nn.LayerNorm(width),
+            "none": nn.Identity}[kind]()
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, act: str) -> nn.Sequential:
@@ -60,22 +65,3 @@ class GaussianExpansion(nn.Module):
         # exponents below -50 are held there (e^-50 ~ 2e-22): denormal floats would slow every later op
         rbf = torch.exp((-self.gamma * (dist[:, None] - self.centres) ** 2).clamp(min=-50.0))
         return rbf * cosine_cutoff(dist, self.cutoff)[:, None] if self.envelope else rbf
-
-
-@dataclass
-class EdgeGeometry:
-    """The raw geometry of a batch's edges, for convs that declare ``uses_geometry = True``.
-
-    Every field is derived from the batch's ``edge_dist``/``edge_vec`` (so gradients with respect to
-    positions flow through them). Shapes: ``dist`` (E,), ``vec`` (E, 3) = pos[dst] - pos[src] (with
-    the periodic image shift), ``envelope`` (E,) the cosine cutoff of ``dist``; ``cutoff`` in Angstrom.
-    """
-
-    dist: torch.Tensor
-    vec: torch.Tensor
-    envelope: torch.Tensor
-    cutoff: float
-
-    @classmethod
-    def from_batch(cls, dist: torch.Tensor, vec: torch.Tensor, cutoff: float) -> EdgeGeometry:
-        return cls(dist, vec, cosine_cutoff(dist, cutoff), cutoff)
