@@ -150,7 +150,8 @@ class HeadSpec(PluginSpec):
     ``energy=True`` declares a potential: the module's ``forward(graph, h, species)`` returns each
     graph's total energy (B, 1) in the target's physical unit, the model differentiates it for the
     forces, and before training ``fit_statistics(counts, energy, forces)`` gets the training split's
-    element counts (G, S), energies (G,) and force components (or None). Its options name the force
+    element counts (G, S), energies (G,) and force components (or None), and sets the module's ``scale``
+    (a scalar tensor buffer): the energy per atom its loss terms are measured in. Its options name the force
     target and its loss weight as ``forces`` and ``force_weight``, and may name a stress target (a
     6-component graph target) and its weight as ``stress`` and ``stress_weight``.
 

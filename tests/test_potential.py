@@ -209,9 +209,55 @@ def test_force_loss_gradients_agree_on_both_kernel_paths(emt_prepared, registry)
     for path in ("dgl", "torch"):
         model.kernels = path
         model.zero_grad()
-        total, _ = MultiTaskLoss(model.head_descriptions)(model(batch), batch)
+        total, _ = MultiTaskLoss(model.head_descriptions, model.loss_units)(model(batch), batch)
         total.backward()
         grads[path] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     assert grads["dgl"] and len(grads["dgl"]) == len(grads["torch"])
     for a, b in zip(grads["dgl"], grads["torch"]):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_the_loss_measures_energy_per_atom_and_force_components_in_the_potentials_scale(emt_prepared, registry):
+    """The potential's loss terms, recomputed in physical units: the energy error per atom and each force
+    component's error over the head's scale ``s`` (the RMS training force component), squared and
+    averaged; the same terms in the validation metrics, and a force term that does not change when the
+    errors rotate (one scale for every component, not its min-max span)."""
+    from hydradgl.data.loader import BatchLoader
+    from hydradgl.data.normalize import Normalizer
+    from hydradgl.model.loss import MultiTaskLoss
+    from hydradgl.train.metrics import ErrorSums
+    from hydradgl.train.runtime import Runtime
+
+    torch.manual_seed(0)
+    model = build_model(emt_config(), emt_prepared.info, registry).double()
+    model.fit_energy_statistics(emt_prepared.train, emt_prepared.info.species)
+    scale = float(model.heads["energy"].scale)
+    forces_true = emt_prepared.train.with_normalizer(None).node_targets["forces"].astype(np.float64)
+    assert scale == pytest.approx(float(np.sqrt(np.mean(forces_true ** 2))), rel=1e-6)
+    batch = next(iter(BatchLoader(emt_prepared.train, 8, shuffle=False)))
+    preds = {k: v.detach().double() for k, v in model(batch).items()}
+    normalizer = Normalizer.from_info(emt_prepared.info)
+    phys = {k: normalizer.denormalize(k, v).numpy() for k, v in preds.items()}
+    true = {"energy": normalizer.denormalize("energy", batch.graph_targets["energy"].double()).numpy(),
+            "forces": normalizer.denormalize("forces", batch.node_targets["forces"].double()).numpy()}
+    atoms = batch.graph.batch_num_nodes.numpy()[:, None]
+    expected = {"energy": np.mean(((phys["energy"] - true["energy"]) / atoms / scale) ** 2),
+                "forces": np.mean(((phys["forces"] - true["forces"]) / scale) ** 2)}
+    batch64 = type(batch)(**{**batch.__dict__, "graph_targets": {k: v.double() for k, v in batch.graph_targets.items()},
+                             "node_targets": {k: v.double() for k, v in batch.node_targets.items()}})
+    total, parts = MultiTaskLoss(model.head_descriptions, model.loss_units)(preds, batch64)
+    for name in ("energy", "forces"):
+        assert float(parts[name]) == pytest.approx(expected[name], rel=1e-9)
+    assert float(total) == pytest.approx(expected["energy"] + 10.0 * expected["forces"], rel=1e-9)
+    sums = ErrorSums(model.head_descriptions, normalizer, torch.device("cpu"), model.loss_units())
+    sums.add(preds, batch64)
+    reduced = sums.reduce(Runtime(0, 1, 0, torch.device("cpu")))
+    for name in ("energy", "forces"):
+        assert reduced[name]["loss"] == pytest.approx(expected[name], rel=1e-9)
+    # Rotate the force errors: the force term stays (a per-component span would change it).
+    rotation = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))[0]
+    error = torch.as_tensor(phys["forces"] - true["forces"])
+    rotated = torch.as_tensor(true["forces"]) + error @ rotation.T
+    preds["forces"] = normalizer.normalize("forces", rotated)
+    _, turned = MultiTaskLoss(model.head_descriptions, model.loss_units)(preds, batch64)
+    assert float(turned["forces"]) == pytest.approx(expected["forces"], rel=1e-9)

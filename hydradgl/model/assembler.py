@@ -6,6 +6,7 @@ import re
 import warnings
 from collections.abc import Collection
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 import torch
@@ -208,6 +209,20 @@ class HydraModel(nn.Module):
             else:
                 out[name] = self.heads[name](graph, h)
         return out
+
+    def loss_units(self) -> dict[str, torch.Tensor]:
+        """For each potential head and its forces and stress heads, the factor (dim,) from the head's
+        normalized output to the potential's energy scale per atom (its module's ``scale``, fitted on
+        the training split): the loss measures their errors in that one unit, the energy's per atom
+        (the NequIP and MACE convention). Min-max spans instead would weigh a total energy and each force
+        component by their own ranges, so that forces count for little and not alike in every direction."""
+        units = {}
+        for d in self.head_descriptions:
+            owner = d.name if d.energy else d.derivative_of
+            if owner is not None:
+                scale = cast(torch.Tensor, self.heads[owner].scale)  # HeadSpec: an energy head's scale buffer
+                units[d.name] = self.energy_scales[d.name].span / scale.double()
+        return units
 
     def fit_energy_statistics(self, graphs: GraphView, species: list[int]) -> None:
         """Hand every potential head the training split's element counts (``species``: the model's

@@ -1,14 +1,16 @@
 """Multi-task loss: sum_i alpha_i * loss_i over the heads (paper eq. 9), each head's term reported.
 
 Only present targets count: an entry whose target is NaN (a frame stored without forces or stress, a
-partial target's masked value) is left out of its head's mean.
+partial target's masked value) is left out of its head's mean. A potential's terms (its energy, forces
+and stress) are measured in the potential's energy scale, the energy's per atom
+(:meth:`~hydradgl.model.assembler.HydraModel.loss_units`); every other head's in its normalized units.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch.nn import functional as F
@@ -21,6 +23,19 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": F.mse_loss, "mae": F.l1
 
 def head_target(batch: Batch, level: str, target: str) -> torch.Tensor:
     return (batch.graph_targets if level == "graph" else batch.node_targets)[target]
+
+
+def in_loss_units(head: HeadDescription, pred: torch.Tensor, true: torch.Tensor, batch: Batch,
+                  units: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pred`` and ``true`` (normalized) in the units the loss measures ``head`` in: ``units[head]`` times,
+    for an energy, divided by each structure's atom count; unchanged for a head without units."""
+    factor = units.get(head.name)
+    if factor is None:
+        return pred, true
+    factor = factor.to(pred.device, pred.dtype)
+    if head.energy:
+        factor = factor / batch.graph.batch_num_nodes.unsqueeze(1).to(pred.dtype)
+    return pred * factor, true * factor
 
 
 def present_mean_loss(loss: str, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -37,13 +52,17 @@ def present_mean_loss(loss: str, pred: torch.Tensor, true: torch.Tensor) -> torc
 
 class MultiTaskLoss:
     """``loss(preds, batch) -> (total, {head: loss})``; each head's term is the mean over its present
-    entries (node heads: every atom and component of the batch)."""
+    entries (node heads: every atom and component of the batch), in the units ``units()`` gives (the
+    model's :meth:`~hydradgl.model.assembler.HydraModel.loss_units`; none: normalized units)."""
 
-    def __init__(self, heads: list[HeadDescription]):
+    def __init__(self, heads: list[HeadDescription], units: Callable[[], Mapping[str, torch.Tensor]] | None = None):
         self.heads = list(heads)
+        self.units = units  # read at every call: a resumed model's scales arrive after the loss is made
 
     def __call__(self, preds: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {h.name: present_mean_loss(h.loss, preds[h.name], head_target(batch, h.level, h.target))
+        units = self.units() if self.units is not None else {}
+        parts = {h.name: present_mean_loss(h.loss, *in_loss_units(h, preds[h.name], head_target(batch, h.level, h.target),
+                                                                  batch, units))
                  for h in self.heads}
         total = functools.reduce(operator.add, (h.weight * parts[h.name] for h in self.heads))
         return total, parts

@@ -8,13 +8,14 @@ per atom: each structure's error divided by its atom count (``rmse_per_atom``, `
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
 from hydradgl.data.batch import Batch
 from hydradgl.data.normalize import Normalizer
 from hydradgl.model.heads import HeadDescription
-from hydradgl.model.loss import LOSSES, head_target
+from hydradgl.model.loss import LOSSES, head_target, in_loss_units
 from hydradgl.train.display_units import displayed_errors, per_atom_unit
 from hydradgl.train.runtime import Runtime, all_reduce_sum
 
@@ -25,8 +26,10 @@ class ErrorSums:
     """Accumulates, per head, sums over every present value (not averages of batch averages): a node
     head with several components (forces) over every atom and component."""
 
-    def __init__(self, heads: list[HeadDescription], normalizer: Normalizer, device: torch.device):
+    def __init__(self, heads: list[HeadDescription], normalizer: Normalizer, device: torch.device,
+                 units: Mapping[str, torch.Tensor] | None = None):
         self.heads = list(heads)
+        self.units = dict(units or {})  # the loss's units (HydraModel.loss_units), for the loss field
         self.normalizer = normalizer
         self.sums = torch.zeros(len(heads), len(FIELDS), dtype=torch.float64, device=device)
         self.span = {h.name: torch.as_tensor(normalizer.span[h.target], device=device) for h in heads}
@@ -38,7 +41,8 @@ class ErrorSums:
             present = torch.isfinite(true)
             diff = torch.where(present, pred - true, 0.0)
             phys = diff * self.span[h.name]
-            loss_sum = LOSSES[h.loss](pred[present], true[present], reduction="sum")
+            scaled_pred, scaled_true = in_loss_units(h, pred, true, batch, self.units)
+            loss_sum = LOSSES[h.loss](scaled_pred[present], scaled_true[present], reduction="sum")
             per_atom = phys / batch.graph.batch_num_nodes.unsqueeze(1) if h.energy else torch.zeros_like(phys)
             self.sums[i] += torch.stack([present.sum().double(), loss_sum, (diff * diff).sum(), diff.abs().sum(),
                                          (phys * phys).sum(), phys.abs().sum(),

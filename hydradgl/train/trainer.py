@@ -94,7 +94,7 @@ def evaluate(model: HydraModel, cfg: RunConfig, graphs: GraphSet | GraphView, no
         raise DataError(f"no structures to compute metrics on: the split is empty (split.fractions "
                         f"{list(cfg.split.fractions)}); a metric over nothing is not a score")
     heads = model.head_descriptions if heads is None else heads
-    sums = ErrorSums(heads, normalizer, runtime.device)
+    sums = ErrorSums(heads, normalizer, runtime.device, model.loss_units())
     loader = BatchLoader(graphs, cfg.training.batch_size, rank=runtime.rank, world_size=runtime.world_size, pad=False)
     pairs: dict[str, tuple[list, list]] = {h.name: ([], []) for h in heads}
     model.eval()
@@ -121,7 +121,7 @@ class Trainer:
         self.cfg, self.data, self.runtime, self.run_dir = cfg, data, runtime, run_dir
         self.model = model.to(runtime.device)
         self.net = DistributedDataParallel(self.model) if runtime.distributed else self.model
-        self.loss = MultiTaskLoss(model.head_descriptions)
+        self.loss = MultiTaskLoss(model.head_descriptions, self.model.loss_units)
         self.normalizer = Normalizer.from_info(data.info)
         t = cfg.training
         self.averaged = WeightAverage(self.model, t.ema_decay) if t.ema_decay else None

@@ -46,7 +46,9 @@ class PotentialHead(nn.Module):
     the training split (:meth:`fit_statistics`): :math:`\mu` the mean residual energy per atom after the
     references, :math:`s` the RMS of the force components (the residuals' standard deviation without
     forces); absent values (NaN: frames stored without an energy or forces) are left out. All three are
-    buffers, saved with the weights, so a trained model carries them.
+    buffers, saved with the weights, so a trained model carries them. The loss measures the energy per
+    atom, the forces and the stress in units of :math:`s` (HeadSpec's ``scale``), so ``force_weight``
+    weighs force components against energies per atom on one scale.
 
     Args:
         in_dim: width of the trunk's node features.
