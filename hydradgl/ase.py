@@ -30,7 +30,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from hydradgl.api import TrainedModel, load, structure_from_atoms
 from hydradgl.data.batch import Batch
 from hydradgl.errors import ConfigError, HydraError
-from hydradgl.model.assembler import SmoothnessWarning
+from hydradgl.model.assembler import SmoothnessWarning, roughness
 from hydradgl.model.derivatives import derivatives
 from hydradgl.ops import MessageGraph
 
@@ -147,20 +147,13 @@ class HydraCalculator(Calculator):
     def _warn_if_not_smooth(self) -> None:
         """SmoothnessWarning naming what makes this model's energy rough, if anything does."""
         m = self.model
-        reasons = []
-        if not m.smooth_at_cutoff:
-            reasons.append(f"its conv ({m.cfg.model.conv}) does not declare smooth_at_cutoff: its messages do not go "
-                           "to zero at the cutoff, so the energy jumps whenever a neighbour crosses it and MD does not "
-                           "conserve energy")
-        if m.uses_extrema:
-            reasons.append("a layer or head reduces by a max or min, so where an atom's neighbours are equivalent, as "
-                           "in a perfect crystal, the forces follow one of them and lose the structure's symmetry")
+        reasons = roughness(m.cfg.model.conv, m.smooth_at_cutoff, m.uses_extrema, m.cfg.model.activation)
         if reasons:
             warnings.warn(SmoothnessWarning(
                 f"{m.run_dirs[0]}: this model's energy is not smooth in the positions: {'; and '.join(reasons)}. "
-                "For relaxations and MD train a conv whose traits say smooth at cutoff and no extrema with the "
-                "options used (hydradgl list-plugins shows each conv's traits; some follow options such as "
-                "model.conv_options.envelope; docs/api.md)."),
+                "For relaxations and MD train a smooth model: a conv whose traits say smooth at cutoff and no "
+                "extrema with the options used (hydradgl list-plugins shows each conv's traits; some follow "
+                "options such as model.conv_options.envelope) and a smooth model.activation (docs/api.md)."),
                 stacklevel=3)
 
     def _edges(self, atoms: Atoms) -> tuple[_NeighbourList, np.ndarray, np.ndarray, np.ndarray]:

@@ -83,8 +83,12 @@ class ModelConfig(Section):
     conv_options: dict[str, Any] = Field(default_factory=dict, description="Options of the conv plugin.")
     hidden: int = Field(20, strict=True, ge=1, description="Width of every conv layer (paper: 20).")
     layers: int = Field(6, strict=True, ge=1, description="Number of conv layers (paper: 6).")
-    norm: Literal["batch", "layer", "none"] = Field("batch", description="Normalization after each conv layer.")
-    activation: Literal["relu", "silu", "softplus", "tanh", "gelu"] = Field("relu", description="Activation function.")
+    norm: Literal["batch", "layer", "none"] = Field("batch", description=(
+        "Normalization after each conv layer (paper: batch). A potential (forces) takes layer or none: "
+        "batch statistics would couple the structures of a training batch."))
+    activation: Literal["relu", "silu", "softplus", "tanh", "gelu"] = Field("relu", description=(
+        "Activation function (paper: relu). A potential's forces want a smooth one (silu, softplus): relu's "
+        "kink makes them jump."))
     edge_features: Literal["none", "distance", "gaussian"] = Field(
         "gaussian", description="Edge features passed to the convs: none, raw distance, or a Gaussian expansion.")
     edge_basis: int = Field(16, strict=True, ge=1, description="Number of Gaussians in the distance expansion.")
@@ -122,7 +126,8 @@ class TrainingConfig(Section):
     patience: int | None = Field(20, strict=True, ge=1, description="Early-stopping patience in epochs (null: off).")
     lr_schedule: Literal["none", "plateau", "cosine"] = Field(
         "none", description="Learning-rate schedule: none, plateau (reduce when the validation loss stalls) or "
-        "cosine (from lr down to lr * cosine_final_factor over training.epochs, per epoch).")
+        "cosine (from lr down to lr * cosine_final_factor over training.epochs, or over training.max_minutes "
+        "when that budget ends first; per epoch).")
     plateau_factor: Number = Field(0.5, gt=0, lt=1, description="Reduce-on-plateau factor.")
     plateau_patience: int = Field(5, strict=True, ge=1, description="Reduce-on-plateau patience in epochs.")
     cosine_final_factor: Number = Field(0.01, ge=0, lt=1, description="Cosine schedule: the last epoch's learning "

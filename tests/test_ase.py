@@ -42,10 +42,11 @@ def pna_run(tmp_path_factory, small_prepared):
     return train_run(cfg, data=small_prepared, quiet=True, plots_enabled=False).run_dir
 
 
-def periodic_run(root, conv: str = "pna", **conv_options):
+def periodic_run(root, conv: str = "pna", activation: str = "relu", **conv_options):
     """A small periodic model of ``conv`` with ``conv_options`` (pna: edge features on, the default)."""
     cfg = small_config(root, **{"model.conv": conv, "graph.periodic": True, "graph.radius": 5.0,
-                                "training.epochs": 1, "model.conv_options": conv_options})
+                                "training.epochs": 1, "model.conv_options": conv_options,
+                                "model.activation": activation})
     return train_run(cfg, quiet=True, plots_enabled=False).run_dir
 
 
@@ -100,10 +101,11 @@ def perfect_crystal(ordered: bool) -> Atoms:
 
 @pytest.mark.parametrize("ordered", [False, True], ids=["Fe", "FePt-ordered"])
 def test_smooth_model_keeps_a_perfect_crystals_symmetry(tmp_path, ordered):
-    """SchNet (sums of enveloped filters): no force on any atom of a perfect crystal, the tetragonal cell's
-    stress has xx = yy and no shear, and no SmoothnessWarning; off the symmetric positions forces are there."""
+    """SchNet (sums of enveloped filters) with a smooth activation: no force on any atom of a perfect
+    crystal, the tetragonal cell's stress has xx = yy and no shear, and no SmoothnessWarning; off the
+    symmetric positions forces are there."""
     atoms = perfect_crystal(ordered)
-    atoms.calc = HydraCalculator(periodic_run(tmp_path, "schnet"), properties={"energy": "H"}, dtype=torch.float64)
+    atoms.calc = HydraCalculator(periodic_run(tmp_path, "schnet", "silu"), properties={"energy": "H"}, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SmoothnessWarning)
         forces, stress = atoms.get_forces(), atoms.get_stress()
@@ -114,7 +116,7 @@ def test_smooth_model_keeps_a_perfect_crystals_symmetry(tmp_path, ordered):
 
 
 def test_default_pna_warns_once_that_its_energy_is_not_smooth(tmp_path):
-    """The default PNA: messages that do not vanish at the cutoff, and min/max aggregators. The calculator
+    """The default PNA: messages that do not vanish at the cutoff, min/max aggregators, relu. The calculator
     says so once, on the first forces call; the perfect crystal's forces do lose their symmetry."""
     atoms = perfect_crystal(ordered=False)
     atoms.calc = HydraCalculator(periodic_run(tmp_path), properties={"energy": "H"}, dtype=torch.float64)
@@ -122,8 +124,9 @@ def test_default_pna_warns_once_that_its_energy_is_not_smooth(tmp_path):
         warnings.simplefilter("error", SmoothnessWarning)
         atoms.get_potential_energy()  # energy alone: nothing to warn about
     with pytest.warns(SmoothnessWarning, match=r"its conv \(pna\) does not declare smooth_at_cutoff.*; and a layer "
-                                               r"or head reduces by a max or min.*hydradgl list-plugins shows each "
-                                               r"conv's traits"):
+                                               r"or head reduces by a max or min.*; and model\.activation is relu, which "
+                                               r"has a kink.*hydradgl list-plugins shows each "
+                                               r"conv's traits.*smooth model\.activation"):
         forces = atoms.get_forces()
     assert np.abs(forces).max() > 1e-4
     atoms.positions[0, 0] += 0.01

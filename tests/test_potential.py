@@ -24,7 +24,7 @@ from hydradgl.train.run import train_run
 
 EMT = {"dataset.name": "emt-alloy", "dataset.options": {"per_composition": 4, "forces": True},
        "graph.radius": 4.0, "graph.periodic": True, "model.conv": "schnet", "model.hidden": 16,
-       "model.layers": 2, "training.batch_size": 8, "training.lr": 5e-3, "training.device": "cpu",
+       "model.layers": 2, "model.norm": "none", "training.batch_size": 8, "training.lr": 5e-3, "training.device": "cpu",
        "training.threads": 2}
 POTENTIAL = {"name": "energy", "kind": "potential", "options": {"forces": "forces", "force_weight": 10.0}}
 
@@ -168,6 +168,15 @@ def test_given_reference_energies_are_used_as_given(emt_prepared, registry):
     assert by_z == {29: -1.0, 79: -2.0}
     with pytest.raises(ConfigError, match=r"no reference energy for Au"):
         build_model(emt_config(heads=[{**POTENTIAL, "options": {"e0": {"Cu": -1.0}}}]), emt_prepared.info, registry)
+
+
+def test_a_potential_on_a_batch_norm_trunk_is_refused(emt_prepared, registry):
+    """Batch statistics would couple the structures of a training batch through the forces; layer norm
+    (per atom) and none are fine."""
+    with pytest.raises(ConfigError, match=r"model\.norm: the 'schnet' trunk has batch norm.*set model\.norm: layer or none"):
+        build_model(emt_config(**{"model.norm": "batch"}), emt_prepared.info, registry)
+    for norm in ("layer", "none"):
+        build_model(emt_config(**{"model.norm": norm}), emt_prepared.info, registry)
 
 
 def test_a_potential_of_a_conv_blind_to_distances_is_refused(emt_prepared, registry):

@@ -212,16 +212,18 @@ class HydraModel(nn.Module):
 
     def loss_units(self) -> dict[str, torch.Tensor]:
         """For each potential head and its forces and stress heads, the factor (dim,) from the head's
-        normalized output to the potential's energy scale per atom (its module's ``scale``, fitted on
-        the training split): the loss measures their errors in that one unit, the energy's per atom
-        (the NequIP and MACE convention). Min-max spans instead would weigh a total energy and each force
-        component by their own ranges, so that forces count for little and not alike in every direction."""
+        normalized output to the loss's units: the physical value over the potential's ``scale`` ``s``
+        (the RMS training force component, fitted on the training split), the energy then taken per atom
+        by the loss. One number for every term weighs eV and eV/A on one footing, alike in every direction
+        (the NequIP and MACE convention); min-max spans would weigh a total energy and each force
+        component by their own ranges, so that forces count for little."""
         units = {}
         for d in self.head_descriptions:
             owner = d.name if d.energy else d.derivative_of
             if owner is not None:
                 scale = cast(torch.Tensor, self.heads[owner].scale)  # HeadSpec: an energy head's scale buffer
-                units[d.name] = self.energy_scales[d.name].span / scale.double()
+                span = cast(torch.Tensor, self.energy_scales[d.name].span)
+                units[d.name] = span / scale.double()
         return units
 
     def fit_energy_statistics(self, graphs: GraphView, species: list[int]) -> None:
@@ -276,7 +278,7 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
     model = HydraModel(len(info.species), m.hidden, convs, heads, descriptions, edge_features,
                        input_dim=sum(info.node_inputs.values()), energy_scales=scales, vector_heads=vector_heads)
     model.plugin_kernels = kernels
-    _check_potentials(model, cfg.model.conv)
+    _check_potentials(model, cfg.model.conv, cfg.model.activation)
     return model
 
 
@@ -315,20 +317,39 @@ class SmoothnessWarning(UserWarning):
     neighbour crosses the cutoff, or follows a max/min among equivalent neighbours."""
 
 
-def _check_potentials(model: HydraModel, conv: str) -> None:
-    """Refuse forces or stress of an energy that does not depend on distances; warn when it is not smooth."""
+def roughness(conv: str, smooth_at_cutoff: bool, uses_extrema: bool, activation: str) -> list[str]:
+    """What makes a model's energy not smooth in the positions (nothing: empty), for SmoothnessWarning:
+    at training and in the ASE calculator."""
+    reasons = []
+    if not smooth_at_cutoff:
+        reasons.append(f"its conv ({conv}) does not declare smooth_at_cutoff with these options: its messages do "
+                       "not go to zero at the cutoff, so the energy jumps whenever a neighbour crosses it and MD does "
+                       "not conserve energy (an envelope option, where the conv has one, fixes that)")
+    if uses_extrema:
+        reasons.append("a layer or head reduces by a max or min, so where an atom's neighbours are equivalent, as "
+                       "in a perfect crystal, the forces follow one of them and lose the structure's symmetry")
+    if activation == "relu":
+        reasons.append("model.activation is relu, which has a kink at 0, so the forces jump wherever a unit of the "
+                       "trunk or the heads switches on or off (silu or softplus are smooth)")
+    return reasons
+
+
+def _check_potentials(model: HydraModel, conv: str, activation: str) -> None:
+    """Refuse forces or stress of an energy that depends on the batch (batch norm) or not on distances; warn
+    when it is not smooth."""
     if not any(forces for forces in model.potential_heads.values()) and not model.stress_heads:
         return
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.convs.modules()):
+        raise ConfigError(f"model.norm: the {conv!r} trunk has batch norm, which in training normalizes each "
+                          "feature over the whole batch: a structure's energy would depend on the other "
+                          "structures of its batch, its forces -dE/dr would take terms from their atoms, and "
+                          "training and prediction would differ; set model.norm: layer or none")
     if not model.depends_on_distances:
         raise ConfigError(f"model.conv: {conv!r} reads neither edge features nor the geometry here, so its "
                           "energy does not depend on interatomic distances and has no forces or stress; use a "
                           "distance-aware conv (`hydradgl list-plugins` marks them) or options that make this "
                           "one read distances")
-    reasons = []
-    if not model.smooth_at_cutoff:
-        reasons.append(f"{conv!r} (with these options) is not smooth at the cutoff, so the energy jumps when a "
-                       "neighbour crosses it (an envelope option, where the conv has one, fixes that)")
-    if model.uses_extrema:
-        reasons.append("a max or min aggregation makes forces follow one of tied neighbours")
+    reasons = roughness(conv, model.smooth_at_cutoff, model.uses_extrema, activation)
     if reasons:
-        warnings.warn(f"potential: {'; '.join(reasons)}", SmoothnessWarning, stacklevel=2)
+        warnings.warn(f"potential: the energy is not smooth in the positions: {'; and '.join(reasons)}",
+                      SmoothnessWarning, stacklevel=2)

@@ -61,8 +61,7 @@ class MultiTaskLoss:
 
     def __call__(self, preds: dict[str, torch.Tensor], batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         units = self.units() if self.units is not None else {}
-        parts = {h.name: present_mean_loss(h.loss, *in_loss_units(h, preds[h.name], head_target(batch, h.level, h.target),
-                                                                  batch, units))
-                 for h in self.heads}
+        parts = {h.name: present_mean_loss(h.loss, *in_loss_units(
+                     h, preds[h.name], head_target(batch, h.level, h.target), batch, units)) for h in self.heads}
         total = functools.reduce(operator.add, (h.weight * parts[h.name] for h in self.heads))
         return total, parts

@@ -142,10 +142,16 @@ def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return tensor
 
 
+def broadcast_number(value: float, runtime: Runtime) -> float:
+    """Rank 0's value, seen by every rank (e.g. an epoch's seconds, which each rank's clock measures
+    differently: a schedule over the time budget must set the same learning rate on every rank)."""
+    if not runtime.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=runtime.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def broadcast_flag(flag: bool, runtime: Runtime) -> bool:
     """Rank 0's decision, seen by every rank (e.g. early stopping)."""
-    if not runtime.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=runtime.device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
+    return bool(broadcast_number(1.0 if flag else 0.0, runtime))

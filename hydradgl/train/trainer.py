@@ -27,7 +27,7 @@ from hydradgl.train.checkpoint import save_checkpoint
 from hydradgl.train.ema import WeightAverage
 from hydradgl.train.metrics import ErrorSums
 from hydradgl.train.precise_bn import recompute_batch_norm
-from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag
+from hydradgl.train.runtime import Runtime, all_reduce_sum, broadcast_flag, broadcast_number
 from hydradgl.train.seeding import rng_state, set_rng_state
 
 
@@ -71,8 +71,10 @@ def make_optimizer(training: TrainingConfig, params) -> torch.optim.Optimizer:
         return make()
 
 
-def make_scheduler(training: TrainingConfig, optimizer: torch.optim.Optimizer):
-    """The learning-rate schedule of ``training.lr_schedule`` (None for none), stepped once per epoch."""
+def make_scheduler(training: TrainingConfig, optimizer: torch.optim.Optimizer,
+                   minutes: Callable[[], float] = lambda: 0.0):
+    """The learning-rate schedule of ``training.lr_schedule`` (None for none), stepped once per epoch;
+    ``minutes()``: the training minutes so far, for a cosine over the ``max_minutes`` budget."""
     if training.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=training.plateau_factor,
                                                           patience=training.plateau_patience)
@@ -80,7 +82,10 @@ def make_scheduler(training: TrainingConfig, optimizer: torch.optim.Optimizer):
         final = training.cosine_final_factor
 
         def factor(epoch: int) -> float:  # reads training.epochs each call: a resume may extend it
-            return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(epoch / training.epochs, 1.0)))
+            progress = epoch / training.epochs
+            if training.max_minutes:
+                progress = max(progress, minutes() / training.max_minutes)
+            return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return None
 
@@ -126,12 +131,12 @@ class Trainer:
         t = cfg.training
         self.averaged = WeightAverage(self.model, t.ema_decay) if t.ema_decay else None
         self.optimizer = make_optimizer(t, self.model.parameters())
-        self.scheduler = make_scheduler(t, self.optimizer)
+        self.history: list[dict[str, float]] = []
+        self.scheduler = make_scheduler(t, self.optimizer, lambda: training_minutes(self.history))
         self.early = EarlyStopping(t.patience)
         self.loader = BatchLoader(data.train, t.batch_size, shuffle=True, seed=t.seed,
                                   rank=runtime.rank, world_size=runtime.world_size)
         self.epoch = 0  # epochs completed
-        self.history: list[dict[str, float]] = []
         self.extra_state = extra_state or {}
         self.out_of_time = False  # stopped by training.max_minutes
 
@@ -215,19 +220,20 @@ class Trainer:
                                      self.cfg.training.batch_size, self.runtime)
             val, _ = evaluate(self.evaluated, self.cfg, self.data.val, self.normalizer, self.runtime)
             val_total = sum(h.weight * val[h.name]["loss"] for h in self.model.head_descriptions)
-            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(val_total)
-            elif self.scheduler:
-                self.scheduler.step()
             self.epoch += 1
             improved = self.early.update(val_total, self.epoch)
-            seconds = time.perf_counter() - start
+            seconds = broadcast_number(time.perf_counter() - start, self.runtime)  # one budget clock for all ranks
             row = {"epoch": self.epoch, "train_loss": train["loss"], "val_loss": val_total,
                    **{f"train_{n}_loss": train[n] for n in val}, **{f"val_{n}_loss": val[n]["loss"] for n in val},
                    **{f"val_{n}_rmse": val[n]["rmse"] for n in val},
                    "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "train_seconds": train_seconds,
                    "graphs_per_s": graphs / train_seconds}
             self.history.append(row)
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(val_total)
+            elif self.scheduler:  # after the row: a cosine over max_minutes counts this epoch's time
+                self.scheduler.step()
+            row["lr"] = self.optimizer.param_groups[0]["lr"]  # the next epoch's, as the schedule set it
             if improved:
                 self._save("best.pt")
             self._save("last.pt")
