@@ -11,7 +11,8 @@ the force components, with three baselines fitted on the training split: zero fo
 (:mod:`hydradgl.data.baselines`) and the per-element reference energies alone. ``--set`` overrides any
 config key of every config (e.g. ``--set dataset.options.per_composition=4`` for a quick try). Each
 model's ASE calculator is also timed: the median energy + forces call on the first test structure, one
-thread (MACE's the same way, in its venv).
+thread (MACE's the same way, in its venv). ``benchmarks/potential-convs/`` holds configs/emt-potential.yaml
+with each other distance-aware conv (egnn, cgcnn and pna with their envelopes), for a table of convs.
 
 MACE peer (``--peer mace``): MACE (mace-torch, https://github.com/ACEsuit/mace) is never a dependency
 of hydradgl or its tests; it lives in its own venv ``.venv-mace/`` at the repository root, made by

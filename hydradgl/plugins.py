@@ -151,7 +151,8 @@ class HeadSpec(PluginSpec):
     graph's total energy (B, 1) in the target's physical unit, the model differentiates it for the
     forces, and before training ``fit_statistics(counts, energy, forces)`` gets the training split's
     element counts (G, S), energies (G,) and force components (or None), and sets the module's ``scale``
-    (a scalar tensor buffer): the energy per atom its loss terms are measured in. Its options name the force
+    (a scalar tensor buffer in the energy's unit per A, e.g. the RMS force component), which the loss
+    divides the energy per atom, the forces and the stress by. Its options name the force
     target and its loss weight as ``forces`` and ``force_weight``, and may name a stress target (a
     6-component graph target) and its weight as ``stress`` and ``stress_weight``.
 

@@ -24,8 +24,8 @@ from hydradgl.train.run import train_run
 
 EMT = {"dataset.name": "emt-alloy", "dataset.options": {"per_composition": 4, "forces": True},
        "graph.radius": 4.0, "graph.periodic": True, "model.conv": "schnet", "model.hidden": 16,
-       "model.layers": 2, "model.norm": "none", "training.batch_size": 8, "training.lr": 5e-3, "training.device": "cpu",
-       "training.threads": 2}
+       "model.layers": 2, "model.norm": "none", "model.activation": "silu", "training.batch_size": 8,
+       "training.lr": 5e-3, "training.device": "cpu", "training.threads": 2}
 POTENTIAL = {"name": "energy", "kind": "potential", "options": {"forces": "forces", "force_weight": 10.0}}
 
 
@@ -129,7 +129,7 @@ def test_predict_gives_the_calculators_forces_per_atom_and_an_ensemble_their_spr
     for s, atoms in enumerate(frames):
         atoms.calc = HydraCalculator(model, skin=0.0)
         np.testing.assert_allclose(atoms_rows[atoms_rows.structure == s][columns].to_numpy(), atoms.get_forces(),
-                                   rtol=0, atol=1e-6)
+                                   rtol=1e-6, atol=1e-6)  # float32 rounding of forces of a few eV/A
     pair = hydradgl.load([potential_run.run_dir, potential_run.run_dir]).predict(frames)
     assert {f"{c}_std" for c in columns} <= set(pair.atoms) and "energy_std" in pair.structures
     np.testing.assert_allclose(pair.atoms[[f"{c}_std" for c in columns]].to_numpy(), 0.0, atol=1e-6)
@@ -177,6 +177,33 @@ def test_a_potential_on_a_batch_norm_trunk_is_refused(emt_prepared, registry):
         build_model(emt_config(**{"model.norm": "batch"}), emt_prepared.info, registry)
     for norm in ("layer", "none"):
         build_model(emt_config(**{"model.norm": norm}), emt_prepared.info, registry)
+
+
+def test_a_potential_head_plugin_without_a_scale_is_refused(emt_prepared):
+    """The loss divides a potential's terms by its module's ``scale`` buffer (HeadSpec): a third-party
+    energy head without one is refused when the model is built, naming the plugin."""
+    from importlib.metadata import entry_points
+
+    from hydradgl import hookimpl
+    from hydradgl.errors import PluginError
+    from hydradgl.plugins import HeadSpec, load_registry
+    from hydradgl_plugins.heads.potential import PotentialHeadOptions, make_potential_head
+    from tests.test_registry import entry_point, plugin_module
+
+    def scaleless(*args):
+        head = make_potential_head(*args)
+        del head.scale
+        return head
+
+    @hookimpl
+    def register_heads(register):
+        register(HeadSpec(name="scaleless", description="a potential without its scale", options=PotentialHeadOptions,
+                          factory=scaleless, level="graph", kernels=("dgl", "torch"), energy=True))
+
+    module = plugin_module("hd_test_scaleless", {"register_heads": register_heads})
+    reg = load_registry([*entry_points(group="hydradgl"), entry_point("scaleless", module, "pkg-scaleless")])
+    with pytest.raises(PluginError, match=r"head plugin 'scaleless': a potential head's module needs a `scale`"):
+        build_model(emt_config(heads=[{**POTENTIAL, "kind": "scaleless"}]), emt_prepared.info, reg)
 
 
 def test_a_potential_of_a_conv_blind_to_distances_is_refused(emt_prepared, registry):

@@ -89,6 +89,31 @@ def test_cosine_schedule_decays_to_the_final_factor(tmp_path, small_prepared):
     assert run.history[-1]["lr"] == pytest.approx(2e-4)
 
 
+def test_cosine_schedule_follows_the_time_budget_when_it_ends_first():
+    """With training.max_minutes the cosine runs over whichever ends first, the epochs or the minutes: at
+    half the budget (epoch 1 of 100) the rate is the cosine's midpoint, at the budget its final value."""
+    from hydradgl.config import TrainingConfig
+    from hydradgl.train.trainer import make_scheduler
+
+    training = TrainingConfig(epochs=100, lr=1e-2, lr_schedule="cosine", cosine_final_factor=0.1, max_minutes=4)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=training.lr)
+    clock = {"minutes": 0.0}
+    scheduler = make_scheduler(training, optimizer, lambda: clock["minutes"])
+    rates = []
+    for minutes in (2.0, 4.0, 5.0):
+        clock["minutes"] = minutes
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-2 * (0.1 + 0.9 * 0.5), 1e-3, 1e-3], rel=1e-12)
+    untimed = TrainingConfig(epochs=100, lr=1e-2, lr_schedule="cosine", cosine_final_factor=0.1)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=untimed.lr)
+    scheduler = make_scheduler(untimed, optimizer, lambda: 1e6)  # no budget: the clock is not read
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * (0.1 + 0.9 * (1 + np.cos(np.pi / 100)) / 2))
+
+
 def test_nan_loss_stops_with_epoch_and_batch_and_keeps_checkpoint(tmp_path, small_prepared, monkeypatch):
     from hydradgl.model import loss as loss_module
 

@@ -268,6 +268,9 @@ def build_model(cfg: RunConfig, info: DatasetInfo, registry: Registry | None = N
         head_context = HeadContext(activation=m.activation, target=info.targets[d.target],
                                    species=tuple(info.species))
         heads[d.name] = spec.factory(m.hidden, d.dim, head_cfg.layers, options, head_context)
+        if spec.energy and not isinstance(getattr(heads[d.name], "scale", None), torch.Tensor):
+            raise PluginError(f"head plugin {spec.name!r}: a potential head's module needs a `scale` tensor "
+                              "buffer, which the loss divides the energy per atom and forces by (HeadSpec)")
         kernels[f"head plugin {spec.name!r} (heads[{i}])"] = tuple(spec.kernels)
         if spec.energy:
             scales[d.name] = TargetScale(normalizer.lo[d.target], normalizer.span[d.target])

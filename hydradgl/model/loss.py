@@ -1,9 +1,9 @@
 """Multi-task loss: sum_i alpha_i * loss_i over the heads (paper eq. 9), each head's term reported.
 
 Only present targets count: an entry whose target is NaN (a frame stored without forces or stress, a
-partial target's masked value) is left out of its head's mean. A potential's terms (its energy, forces
-and stress) are measured in the potential's energy scale, the energy's per atom
-(:meth:`~hydradgl.model.assembler.HydraModel.loss_units`); every other head's in its normalized units.
+partial target's masked value) is left out of its head's mean. A potential's terms are its energy per
+atom, forces and stress in physical units over the potential's scale
+(:meth:`~hydradgl.model.assembler.HydraModel.loss_units`); every other head's are in normalized units.
 """
 
 from __future__ import annotations
