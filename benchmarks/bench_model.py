@@ -8,10 +8,10 @@ round-robin in one process so that load from other jobs hits every variant alike
 without edge features is the figure to compare across machines.
 
 Then the cost of training on forces: for each distance-aware conv (schnet, egnn, cgcnn, PNA with edge
-features) one training step of the potential config (configs/emt-potential.yaml: its width, depth and
-potential head) on a batch of 16 emt-alloy cells (32 atoms, 4 A cutoff, periodic), energies only vs
-energies and forces (-dE/dr with create_graph, so the backward pass is a double backward), timed
-round-robin in one process as above.
+features, painn, and nequip at the width of configs/emt-nequip.yaml) one training step of the
+potential config (configs/emt-potential.yaml: its width, depth and potential head) on a batch of 16
+emt-alloy cells (32 atoms, 4 A cutoff, periodic), energies only vs energies and forces (-dE/dr with
+create_graph, so the backward pass is a double backward), timed round-robin in one process as above.
 
 Targets: our PNA layer >= 2.5x faster than dgl.nn.PNAConv. PNA with edge features at
 most ~20% slower than without. A force-training step <= 3x the energy-only step of the same conv and batch.
@@ -51,8 +51,10 @@ AGGREGATORS = ["mean", "min", "max", "std"]
 SCALERS = ["identity", "amplification", "attenuation"]
 POTENTIAL_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "emt-potential.yaml"
 # The distance-aware convs (a potential needs one): their model_variants.py overrides, with the conv named.
-FORCE_CONVS = {name: {"model.conv": name.split()[0], **VARIANTS[name]}
-               for name in ("schnet", "egnn", "cgcnn", "pna (edge features)")}
+FORCE_CONVS = {**{name: {"model.conv": name.split()[0], **VARIANTS[name]}
+                  for name in ("schnet", "egnn", "cgcnn", "pna (edge features)")},
+               "painn": {"model.conv": "painn"},
+               "nequip (width 32)": {"model.conv": "nequip", "model.hidden": 32}}
 FORCE_BATCH = 16
 
 

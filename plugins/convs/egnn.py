@@ -10,18 +10,24 @@ from torch.nn import functional as F
 from hydradgl import hookimpl
 from hydradgl.errors import ConfigError
 from hydradgl.nn import ConvTraits, Edges, ScalarConv
+from hydradgl.ops import MessageGraph
 from hydradgl.plugins import ConvContext, ConvSpec
 
 VECTOR_EPS = 1e-8  # inside the square root of a vector length: finite gradients at zero length
 
 
-class EGNNOptions(BaseModel):
+class EGNNMessageOptions(BaseModel):
+    """The options of the messages, shared with egnn-vector."""
+
     model_config = ConfigDict(extra="forbid")
 
     use_edge_features: bool = Field(False, description="Also feed the trunk's edge features (a_ij) into the edge "
                                                         "network, beside the squared distance.")
     envelope: bool = Field(True, description="Multiply each message by the cosine cutoff of its distance, so "
                                              "messages fade out smoothly at the cutoff radius.")
+
+
+class EGNNOptions(EGNNMessageOptions):
     vector_features: bool = Field(False, description="Also feed the node update the lengths of the paper's "
                                   "coordinate-update vectors, sum_j (x_i - x_j) phi_x(m_ij), one per channel: "
                                   "invariant, and they see directions (a net force is such a vector sum).")
@@ -83,27 +89,43 @@ class EGNNConv(ScalarConv):
         node_in = (3 if vector_features else 2) * dim
         self.node_net = nn.Sequential(nn.Linear(node_in, dim), nn.SiLU(), nn.Linear(dim, dim))  # phi_h
 
-    def update(self, graph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+    def messages(self, graph: MessageGraph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """(E, dim): the messages m_ij."""
         d2 = (edges.dist / edges.cutoff).square().unsqueeze(1)
         z = graph.u_add_v(self.edge_src(h), self.edge_dst(h)) + d2 * self.edge_dist
         if self.edge_attr is not None:
             z = z + self.edge_attr(edges.attr)
         m = F.silu(self.edge_out(F.silu(z)))
-        if self.envelope:
-            m = m * edges.envelope.unsqueeze(1)
-        parts = [h, graph.reduce(m, "sum")]
-        if self.vector is not None:  # (E, 3, dim): x_i - x_j (vec points from source j to receiver i) per channel
-            v = graph.reduce((edges.vec / edges.cutoff).unsqueeze(2) * self.vector(m).unsqueeze(1), "sum")
-            parts.append(torch.sqrt(v.square().sum(dim=1) + VECTOR_EPS))
+        return m * edges.envelope.unsqueeze(1) if self.envelope else m
+
+    def coordinate_update(self, graph: MessageGraph, m: torch.Tensor, edges: Edges) -> torch.Tensor:
+        """(N, 3, dim): sum_j (x_i - x_j) / r_c (W_x m_ij)^T (vec points from source j to receiver i)."""
+        assert self.vector is not None
+        return graph.reduce((edges.vec / edges.cutoff).unsqueeze(2) * self.vector(m).unsqueeze(1), "sum")
+
+    def node_update(self, h: torch.Tensor, m_sum: torch.Tensor, v: torch.Tensor | None) -> torch.Tensor:
+        """h + phi_h(h, sum_j m_ij [, the per-channel lengths of v])."""
+        parts = [h, m_sum] if v is None else [h, m_sum, torch.sqrt(v.square().sum(dim=1) + VECTOR_EPS)]
         return h + self.node_net(torch.cat(parts, dim=1))
+
+    def update(self, graph: MessageGraph, h: torch.Tensor, edges: Edges) -> torch.Tensor:
+        m = self.messages(graph, h, edges)
+        v = self.coordinate_update(graph, m, edges) if self.vector is not None else None
+        return self.node_update(h, graph.reduce(m, "sum"), v)
+
+
+def check_widths_and_edges(name: str, in_dim: int, out_dim: int, options: EGNNMessageOptions,
+                           context: ConvContext) -> None:
+    """The factories' refusals: a changed width, edge features asked for but not built."""
+    if in_dim != out_dim:
+        raise ConfigError(f"{name} keeps the feature width: in ({in_dim}) and out ({out_dim}) widths must match")
+    if options.use_edge_features and context.edge_dim <= 0:
+        raise ConfigError(f"{name}: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
+                          "set model.edge_features to 'gaussian' or turn the option off")
 
 
 def make_egnn(in_dim: int, out_dim: int, options: EGNNOptions, context: ConvContext) -> EGNNConv:
-    if in_dim != out_dim:
-        raise ConfigError(f"egnn keeps the feature width: in ({in_dim}) and out ({out_dim}) widths must match")
-    if options.use_edge_features and context.edge_dim <= 0:
-        raise ConfigError("egnn: model.conv_options.use_edge_features is true but model.edge_features is 'none'; "
-                          "set model.edge_features to 'gaussian' or turn the option off")
+    check_widths_and_edges("egnn", in_dim, out_dim, options, context)
     return EGNNConv(in_dim, context.edge_dim, options.use_edge_features, options.envelope, options.vector_features,
                     context.norm, context.activation)
 

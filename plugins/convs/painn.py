@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -96,20 +97,25 @@ class PaiNNConv(Conv):
         self.update_net = two_layer(2 * dim, dim, 3 * dim)
 
     def forward(self, graph: MessageGraph, state: NodeState, edges: Edges) -> NodeState:
-        s, v = state.scalars, state.vectors
-        if v is None:
-            v = s.new_zeros((s.shape[0], 3, self.dim))
-        s, v = self.message(graph, s, v, edges)
+        s, v = self.message(graph, state.scalars, state.vectors, edges)
         s, v = self.update(s, v)
         return state.replace(scalars=s, vectors=v)
 
-    def message(self, graph: MessageGraph, s: torch.Tensor, v: torch.Tensor,
+    def message(self, graph: MessageGraph, s: torch.Tensor, v: torch.Tensor | None,
                 edges: Edges) -> tuple[torch.Tensor, torch.Tensor]:
-        basis = edges.derived(("painn-sinc", self.radial_basis),
-                              lambda: sinc_basis(edges.dist, edges.cutoff, self.radial_basis))
-        x = graph.gather_src(self.phi(s)) * (self.filter(basis) * edges.envelope.unsqueeze(1))
+        """The message block; ``v`` None stands for zero vectors (a first layer), whose term is skipped."""
+        # f_c (W_r e + b) = [W_r, b] (f_c [e, 1]): the cutoff multiplies the (E, n_rbf + 1) basis, shared
+        # by every layer, rather than each layer's (E, 3F) filter.
+        basis = edges.derived(("painn-sinc-cutoff", self.radial_basis), lambda: torch.cat(
+            [sinc_basis(edges.dist, edges.cutoff, self.radial_basis), torch.ones_like(edges.dist).unsqueeze(1)],
+            dim=1) * edges.envelope.unsqueeze(1))
+        weight = torch.cat([self.filter.weight, self.filter.bias.unsqueeze(1)], dim=1)
+        x = graph.gather_src(self.phi(s)) * F.linear(basis, weight)
         x_s, x_vv, x_vs = x.split(self.dim, dim=1)
-        dv = graph.gather_src(v) * x_vv.unsqueeze(1) + edges.unit.unsqueeze(2) * x_vs.unsqueeze(1)
+        dv = edges.unit.unsqueeze(2) * x_vs.unsqueeze(1)
+        if v is None:
+            return s + graph.reduce(x_s, "sum"), graph.reduce(dv, "sum")
+        dv = torch.addcmul(dv, graph.gather_src(v), x_vv.unsqueeze(1))
         return s + graph.reduce(x_s, "sum"), v + graph.reduce(dv, "sum")
 
     def update(self, s: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
