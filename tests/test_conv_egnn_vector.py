@@ -39,7 +39,7 @@ def reference(conv: EGNNVectorConv, graph, h: torch.Tensor, v: torch.Tensor,
     h_out, v_out = [], []
     for i in range(graph.num_nodes):
         total = torch.zeros(DIM, dtype=torch.float64)
-        vi = torch.sigmoid(conv.gate.weight @ h[i] + conv.gate.bias) * v[i]
+        vi = v[i].clone()
         for j, e in zip(*incoming(graph, i)):
             r = float(vec[e].norm())
             z = torch.cat([h[i], h[j], torch.tensor([(r / CUTOFF) ** 2], dtype=torch.float64)])
@@ -47,6 +47,7 @@ def reference(conv: EGNNVectorConv, graph, h: torch.Tensor, v: torch.Tensor,
             m = m * (0.5 * (math.cos(math.pi * r / CUTOFF) + 1.0) if r < CUTOFF else 0.0)
             total = total + m
             vi = vi + torch.outer(vec[e] / CUTOFF, conv.vector.weight @ m)
+        vi = torch.sigmoid(conv.gate.weight @ h[i] + conv.gate.bias) * vi
         lengths = torch.sqrt((vi ** 2).sum(dim=0) + 1e-8)
         h_out.append(h[i] + conv.node_net(torch.cat([h[i], total, lengths])))
         v_out.append(vi)

@@ -23,15 +23,16 @@ class EGNNVectorConv(EGNNConv):
 
     The messages :math:`m_{ij}` are :class:`EGNNConv`'s. Each node carries vectors
     :math:`\vec v_i \in \mathbb{R}^{3 \times d}`, one per channel, updated like the paper's velocity
-    (its Eq. 7, per channel) and read by the node update through their lengths:
+    (its Section 3.2, per channel) and read by the node update through their lengths:
 
     .. math::
-        \vec v_i \leftarrow \sigma(W_v h_i + b_v) \circ \vec v_i
-            + \sum_{j \in N(i)} \frac{x_i - x_j}{r_c}\, (W_x m_{ij})^\top, \qquad
+        \vec v_i \leftarrow \sigma(W_v h_i + b_v) \circ \Big(\vec v_i
+            + \sum_{j \in N(i)} \frac{x_i - x_j}{r_c}\, (W_x m_{ij})^\top\Big), \qquad
         h_i' = h_i + \phi_h\!\left(h_i, \sum_j m_{ij}, \sqrt{\textstyle\sum_k v_{i,k}^2 + \epsilon}\right)
 
-    with :math:`\sigma` the logistic function (a per-channel gate on the incoming vectors; a first layer
-    given none starts from zeros). Coordinates themselves stay fixed. Scalars are invariant and vectors
+    with :math:`\sigma` the logistic function: a per-channel gate from the atom's scalars (the paper
+    gates the incoming velocity alone; gating the sum also gives a first layer, which starts from zero
+    vectors, a gate that acts). Coordinates themselves stay fixed. Scalars are invariant and vectors
     rotate and reflect with the structure, so a vector head may read them; ``model.norm`` and
     ``model.activation`` apply to the scalars only.
 
@@ -57,7 +58,8 @@ class EGNNVectorConv(EGNNConv):
         m = self.messages(graph, h, edges)
         v = self.coordinate_update(graph, m, edges)
         if state.vectors is not None:
-            v = v + torch.sigmoid(self.gate(h)).unsqueeze(1) * state.vectors
+            v = v + state.vectors
+        v = torch.sigmoid(self.gate(h)).unsqueeze(1) * v
         h = self.act(self.norm(self.node_update(h, graph.reduce(m, "sum"), v)))
         return state.replace(scalars=h, vectors=v)
 
