@@ -18,7 +18,7 @@ from hydradgl.model.assembler import build_model
 from hydradgl.nn import Edges, NodeState
 from hydradgl.plugins import ConvContext
 from hydradgl_plugins.convs.egnn_vector import EGNNVectorConv, EGNNVectorOptions, make_egnn_vector
-from tests.test_conv_painn import PATHS, cell, edges_of, float64_batch, physical, random_state, run
+from tests.test_conv_painn import PATHS, cell, edges_of, float64_batch, physical, random_state, reference_case, run
 from tests.test_model_convs import incoming, random_graph
 from tests.test_model_geometric import CUTOFF, random_geometry, random_rotation, transformed
 from tests.test_potential import emt_config
@@ -56,11 +56,8 @@ def reference(conv: EGNNVectorConv, graph, h: torch.Tensor, v: torch.Tensor,
 
 @pytest.mark.parametrize("path", PATHS)
 def test_layer_matches_loop_reference(path):
-    graph = random_graph(n=7, seed=3).using(path)
-    vec = random_geometry(graph, seed=4).vec.clone()
-    vec[0] *= 1.1 * CUTOFF / vec[0].norm()  # one edge beyond the cutoff: its message is 0
+    graph, vec, state = reference_case(path)
     (conv,) = layers(1)
-    state = random_state(graph.num_nodes)
     out = conv(graph, state, edges_of(vec))
     h_ref, v_ref = reference(conv, graph, state.scalars, state.vectors, vec)
     torch.testing.assert_close(out.scalars, h_ref, rtol=1e-10, atol=1e-10)

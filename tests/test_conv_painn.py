@@ -87,13 +87,19 @@ def reference(conv: PaiNNConv, graph: MessageGraph, s: torch.Tensor, v: torch.Te
     return s_out, v_out
 
 
-@pytest.mark.parametrize("path", PATHS)
-def test_painn_layer_matches_loop_reference(path):
+def reference_case(path: str) -> tuple[MessageGraph, torch.Tensor, NodeState]:
+    """A random graph on kernel path ``path``, its edge vectors (the first one beyond the cutoff, so its
+    message is 0) and a random node state with vectors: the input of a loop-reference test."""
     graph = random_graph(n=7, seed=3).using(path)
     vec = random_geometry(graph, seed=4).vec.clone()
-    vec[0] *= 1.1 * CUTOFF / vec[0].norm()  # one edge beyond the cutoff: its message is 0
+    vec[0] *= 1.1 * CUTOFF / vec[0].norm()
+    return graph, vec, random_state(graph.num_nodes)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_painn_layer_matches_loop_reference(path):
+    graph, vec, state = reference_case(path)
     (conv,) = layers(1)
-    state = random_state(graph.num_nodes)
     out = conv(graph, state, edges_of(vec))
     s_ref, v_ref = reference(conv, graph, state.scalars, state.vectors, vec)
     torch.testing.assert_close(out.scalars, s_ref, rtol=1e-10, atol=1e-10)
